@@ -1,0 +1,99 @@
+//! Network namespaces, entered without process-wide races.
+//!
+//! `setns(2)` changes the namespace of the calling *thread* only. A thread that did it and
+//! then went back to a pool would run later, unrelated work in the container's namespace.
+//! So nothing here ever calls setns on a caller's thread: [`Netns::run`] starts a fresh
+//! thread, enters the namespace there, runs one closure and lets the thread end. The usual
+//! closure just opens a netlink socket: a socket stays bound to the namespace it was
+//! created in, so everything after that is driven from the caller's thread through it.
+
+use std::fs::File;
+use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::path::{Path, PathBuf};
+
+use nix::sched::{setns, CloneFlags};
+
+use crate::error::{code, Error, Result};
+
+/// An open handle on a network namespace (a file under /var/run/netns, /proc/<pid>/ns/net, …).
+#[derive(Debug)]
+pub struct Netns {
+    file: File,
+    path: PathBuf,
+}
+
+impl Netns {
+    /// Opens the namespace at `path`. The error names the path, and says when it is
+    /// missing (the most common cause: the runtime already deleted the namespace).
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let file = File::open(path).map_err(|e| {
+            let mut err = Error::new(
+                code::NETNS,
+                format!("failed to open netns {:?}: {e}", path.display().to_string()),
+            );
+            err.errno = e.raw_os_error();
+            err
+        })?;
+        // Refuse ordinary files: entering one would fail later with a less clear message.
+        let st = nix::sys::statfs::fstatfs(&file).map_err(|e| {
+            Error::from_errno(code::NETNS, e as i32, format!("statfs {}", path.display()))
+        })?;
+        let nsfs = nix::sys::statfs::NSFS_MAGIC;
+        let procfs = nix::sys::statfs::PROC_SUPER_MAGIC;
+        if st.filesystem_type() != nsfs && st.filesystem_type() != procfs {
+            return Err(Error::new(
+                code::NETNS,
+                format!(
+                    "{:?} is not a network namespace",
+                    path.display().to_string()
+                ),
+            ));
+        }
+        Ok(Netns {
+            file,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// The namespace of this process (the host, for a plugin).
+    pub fn current() -> Result<Self> {
+        Self::open("/proc/self/ns/net")
+    }
+
+    /// The path the namespace was opened from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The raw fd, e.g. for IFLA_NET_NS_FD when creating a link straight into it.
+    pub fn fd(&self) -> RawFd {
+        self.file.as_raw_fd()
+    }
+
+    /// Runs `f` on a dedicated, short-lived thread that has entered this namespace.
+    ///
+    /// The thread ends with `f`, so no thread of the process is ever left in the wrong
+    /// namespace, whatever `f` does or however it fails.
+    pub fn run<F, R>(&self, f: F) -> Result<R>
+    where
+        F: FnOnce() -> R + Send,
+        R: Send,
+    {
+        std::thread::scope(|scope| {
+            let handle = scope.spawn(|| -> Result<R> {
+                setns(self.file.as_fd(), CloneFlags::CLONE_NEWNET).map_err(|e| {
+                    Error::from_errno(
+                        code::NETNS,
+                        e as i32,
+                        format!("entering netns {}", self.path.display()),
+                    )
+                })?;
+                Ok(f())
+            });
+            handle
+                .join()
+                .map_err(|_| Error::new(code::INTERNAL, "thread running in netns panicked"))?
+        })
+    }
+}

@@ -42,6 +42,9 @@ pub struct Ctx {
     pub reference_bin: PathBuf,
 }
 
+/// One benchmark: adds its rows to the report.
+type BenchFn = fn(&Ctx, &mut report::Report) -> Result<(), String>;
+
 fn main() {
     let args = Args::parse();
     let ctx = Ctx {
@@ -51,8 +54,7 @@ fn main() {
         reference_bin: args.reference_bin.clone(),
     };
     let mut report = report::Report::default();
-    let benches: [(&str, fn(&Ctx, &mut report::Report) -> Result<(), String>); 1] =
-        [("host-local", hostlocal::run)];
+    let benches: [(&str, BenchFn); 1] = [("host-local", hostlocal::run)];
     let mut failed = false;
     for (name, f) in benches {
         if args.only.as_deref().is_some_and(|o| !name.contains(o)) {

@@ -1,0 +1,678 @@
+//! The disk store: the reference plugin's on-disk contract, made crash-safe and fast.
+//!
+//! Layout of `<dataDir>/<network>/` (shared with the reference host-local, so a node can
+//! switch plugins either way without losing or duplicating a lease):
+//! - `<ip>`: one file per reservation holding `<containerID>\r\n<ifname>` (older reference
+//!   versions wrote only the ID; we still read those);
+//! - `last_reserved_ip.<n>`: the round-robin cursor of range set `n`;
+//! - `lock`: taken with `flock(LOCK_EX)` for every verb — the reference does the same for
+//!   ADD, DEL and CHECK, so the two never interleave.
+//!
+//! What ferry adds, without changing what the reference reads:
+//! - A reservation appears with its final content or not at all: the content is written to
+//!   an unnamed `O_TMPFILE` inode and then `linkat`-ed to `<ip>`, which fails with `EEXIST`
+//!   when the name exists (a reference `O_EXCL` create, another ferry, or a symlink). So
+//!   SIGKILL never leaves a torn lease, and the name itself is the exclusion — even against
+//!   a process that ignores the lock.
+//! - `.ferry-owners/<hash(id, ifname)>.<n>`: a symlink whose target is `../<ip>`, a hint so
+//!   ADD (idempotence) and DEL find an owner's lease without listing the directory. Hints
+//!   are never trusted alone: the lease file must still name the owner. The reference's DEL
+//!   walks sub-directories and reads through these links, so it removes them together with
+//!   the lease. Without a valid hint (leases written by the reference, or a crash between
+//!   link and hint), DEL and CHECK fall back to a full scan — the cost the reference pays on
+//!   every call.
+//! - Nothing is ever opened through a symlink (`O_NOFOLLOW` everywhere, `*at` calls relative
+//!   to the directory's descriptor); files are replaced by rename, never written in place.
+//!
+//! Durability matches the reference (no fsync): the guarantees are about process crashes.
+
+use crate::allocator::{Holder, Owner, Store};
+use crate::config::check_network_name;
+use crate::range::{canonical, RangeSet};
+use cni::{code, Attachment, Error, Result};
+use nix::errno::Errno;
+use nix::fcntl::{openat, readlinkat, renameat, AtFlags, Flock, FlockArg, OFlag, AT_FDCWD};
+use nix::sys::stat::{fstat, mkdirat, Mode, SFlag};
+use nix::unistd::{linkat, symlinkat, unlinkat, UnlinkatFlags};
+use sha2::{Digest, Sha256};
+use std::collections::HashSet;
+use std::io::{Read, Write};
+use std::net::IpAddr;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+/// Name of the lock file (reference contract).
+pub const LOCK_FILE: &str = "lock";
+/// Prefix of the round-robin cursor files (reference contract: `last_reserved_ip.<n>`).
+pub const LAST_RESERVED_PREFIX: &str = "last_reserved_ip.";
+/// ferry's owner-hint directory; starts with a dot so it can never be an IP or a network.
+pub const HINT_DIR: &str = ".ferry-owners";
+/// Prefix of ferry's named temp files (only used where `O_TMPFILE` cannot be).
+pub const TMP_PREFIX: &str = ".ferry-tmp";
+
+/// Largest lease file we read; real ones are an ID and an ifname.
+const MAX_LEASE_BYTES: u64 = 4096;
+
+fn io_err(what: impl std::fmt::Display, e: Errno) -> Error {
+    Error::new(code::IO, format!("{what}: {}", e.desc()))
+}
+
+/// What sits at a name in the network directory, read without following links.
+enum Entry {
+    /// Nothing there.
+    Absent,
+    /// A symlink, directory, FIFO or other non-regular file: never read or written.
+    NotRegular,
+    /// A regular file's first bytes.
+    Contents(Vec<u8>),
+}
+
+/// One entry found by a scan of the network directory.
+#[derive(Debug, Clone)]
+pub struct ScannedLease {
+    /// The address the file name spells.
+    pub ip: IpAddr,
+    /// Who holds it, per the file's content.
+    pub holder: Holder,
+    /// False for a symlink, directory or other odd thing sitting on an address name.
+    pub regular: bool,
+}
+
+/// What a GC did.
+#[derive(Debug, Default)]
+pub struct GcReport {
+    /// Addresses released.
+    pub released: Vec<IpAddr>,
+    /// Entries left alone because they are not regular files (never followed or removed).
+    pub skipped: Vec<IpAddr>,
+}
+
+/// An open, locked network directory. The lock is held until the store is dropped.
+pub struct DiskStore {
+    dir: OwnedFd,
+    path: PathBuf,
+    hints: Option<OwnedFd>,
+    hint_slots: usize,
+    spare_tmpfile: Option<OwnedFd>,
+    tmpfile_supported: bool,
+    _lock: Flock<OwnedFd>,
+}
+
+impl DiskStore {
+    /// Create (if needed) and lock `<data_dir>/<network>`. `hint_slots` is the number of
+    /// range sets (one owner hint per set). Errors are code 5 naming the path, except a
+    /// network name that would escape `data_dir` (code 7, refused before any path is built).
+    pub fn open(data_dir: &Path, network: &str, hint_slots: usize) -> Result<DiskStore> {
+        check_network_name(network)?;
+        let path = data_dir.join(network);
+        std::fs::create_dir_all(data_dir).map_err(|e| {
+            Error::new(
+                code::IO,
+                format!(
+                    "creating dataDir {}: {e}; set ipam.dataDir to a writable directory",
+                    data_dir.display()
+                ),
+            )
+        })?;
+        let parent = nix::fcntl::open(
+            data_dir,
+            OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| io_err(format!("opening dataDir {}", data_dir.display()), e))?;
+        match mkdirat(&parent, network, Mode::from_bits_truncate(0o755)) {
+            Ok(()) | Err(Errno::EEXIST) => {}
+            Err(e) => {
+                return Err(io_err(
+                    format!(
+                        "creating {}; set ipam.dataDir to a writable directory",
+                        path.display()
+                    ),
+                    e,
+                ))
+            }
+        }
+        let dir = openat(
+            &parent,
+            network,
+            OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| match e {
+            Errno::ELOOP | Errno::ENOTDIR => Error::new(
+                code::IO,
+                format!(
+                    "{} is not a directory (a symlink is not followed); remove it",
+                    path.display()
+                ),
+            ),
+            e => io_err(format!("opening {}", path.display()), e),
+        })?;
+        let lock_path = path.join(LOCK_FILE);
+        let lock_fd = openat(
+            &dir,
+            LOCK_FILE,
+            OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::from_bits_truncate(0o644),
+        )
+        .or_else(|e| match e {
+            // A read-only file system still lets us lock an existing lock file for reading
+            // verbs; writes fail later with their own path in the message.
+            Errno::EROFS | Errno::EACCES => openat(
+                &dir,
+                LOCK_FILE,
+                OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            ),
+            e => Err(e),
+        })
+        .map_err(|e| {
+            io_err(
+                format!(
+                    "opening lock file {}; set ipam.dataDir to a writable directory",
+                    lock_path.display()
+                ),
+                e,
+            )
+        })?;
+        let mut lock_fd = lock_fd;
+        let lock = loop {
+            match Flock::lock(lock_fd, FlockArg::LockExclusive) {
+                Ok(l) => break l,
+                Err((fd, Errno::EINTR)) => lock_fd = fd,
+                Err((_, e)) => return Err(io_err(format!("locking {}", lock_path.display()), e)),
+            }
+        };
+        Ok(DiskStore {
+            dir,
+            path,
+            hints: None,
+            hint_slots,
+            spare_tmpfile: None,
+            tmpfile_supported: true,
+            _lock: lock,
+        })
+    }
+
+    /// The network directory (for messages and tests).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn name_path(&self, name: &str) -> String {
+        self.path.join(name).display().to_string()
+    }
+
+    fn hint_dir(&mut self, create: bool) -> Result<Option<&OwnedFd>> {
+        if self.hints.is_none() {
+            if create {
+                match mkdirat(&self.dir, HINT_DIR, Mode::from_bits_truncate(0o755)) {
+                    Ok(()) | Err(Errno::EEXIST) => {}
+                    Err(e) => {
+                        return Err(io_err(format!("creating {}", self.name_path(HINT_DIR)), e))
+                    }
+                }
+            }
+            match openat(
+                &self.dir,
+                HINT_DIR,
+                OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            ) {
+                Ok(fd) => self.hints = Some(fd),
+                Err(Errno::ENOENT) if !create => return Ok(None),
+                Err(e) => return Err(io_err(format!("opening {}", self.name_path(HINT_DIR)), e)),
+            }
+        }
+        Ok(self.hints.as_ref())
+    }
+
+    /// Read a small file relative to the directory, never following a symlink and never
+    /// blocking on a FIFO.
+    fn read_entry(&self, name: &str) -> Result<Entry> {
+        let fd = match openat(
+            &self.dir,
+            name,
+            OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        ) {
+            Ok(fd) => fd,
+            Err(Errno::ENOENT) => return Ok(Entry::Absent),
+            Err(Errno::ELOOP) | Err(Errno::ENXIO) | Err(Errno::EISDIR) => {
+                return Ok(Entry::NotRegular)
+            }
+            Err(e) => return Err(io_err(format!("reading {}", self.name_path(name)), e)),
+        };
+        let st = fstat(&fd).map_err(|e| io_err(format!("stat {}", self.name_path(name)), e))?;
+        if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT != SFlag::S_IFREG {
+            return Ok(Entry::NotRegular);
+        }
+        let mut buf = Vec::new();
+        std::fs::File::from(fd)
+            .take(MAX_LEASE_BYTES)
+            .read_to_end(&mut buf)
+            .map_err(|e| Error::io(format!("reading {}", self.name_path(name)), e))?;
+        Ok(Entry::Contents(buf))
+    }
+
+    /// A fresh unnamed file holding `contents`, to be linked into place.
+    fn tmpfile_with(&mut self, contents: &[u8]) -> Result<Option<OwnedFd>> {
+        if !self.tmpfile_supported {
+            return Ok(None);
+        }
+        let fd = match openat(
+            &self.dir,
+            ".",
+            OFlag::O_TMPFILE | OFlag::O_WRONLY | OFlag::O_CLOEXEC,
+            Mode::from_bits_truncate(0o644),
+        ) {
+            Ok(fd) => fd,
+            Err(Errno::EOPNOTSUPP) | Err(Errno::EISDIR) | Err(Errno::EINVAL) => {
+                self.tmpfile_supported = false;
+                return Ok(None);
+            }
+            Err(e) => {
+                return Err(io_err(
+                    format!("creating a file in {}", self.path.display()),
+                    e,
+                ))
+            }
+        };
+        let mut file = std::fs::File::from(fd);
+        file.write_all(contents)
+            .map_err(|e| Error::io(format!("writing a lease in {}", self.path.display()), e))?;
+        Ok(Some(OwnedFd::from(file)))
+    }
+
+    /// Link an unnamed file to `name`; `Ok(false)` when `name` exists (never replaced).
+    fn link_tmpfile(&self, fd: &OwnedFd, name: &str) -> nix::Result<bool> {
+        let proc_path = format!("/proc/self/fd/{}", fd.as_raw_fd());
+        match linkat(
+            AT_FDCWD,
+            proc_path.as_str(),
+            &self.dir,
+            name,
+            AtFlags::AT_SYMLINK_FOLLOW,
+        ) {
+            Ok(()) => Ok(true),
+            Err(Errno::EEXIST) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The fallback when the file system has no `O_TMPFILE`: a complete temp file under a
+    /// dot-name, hard-linked (no replace) to `name`, then removed. Only ever one at a time
+    /// (we hold the lock), so a fixed name is enough and a crash leftover is reused.
+    fn create_via_named_temp(&self, name: &str, contents: &[u8]) -> Result<bool> {
+        let tmp = format!("{TMP_PREFIX}.lease");
+        self.write_named_temp(&tmp, contents)?;
+        let linked = match linkat(&self.dir, tmp.as_str(), &self.dir, name, AtFlags::empty()) {
+            Ok(()) => Ok(true),
+            Err(Errno::EEXIST) => Ok(false),
+            Err(e) => Err(io_err(format!("creating {}", self.name_path(name)), e)),
+        };
+        let _ = unlinkat(&self.dir, tmp.as_str(), UnlinkatFlags::NoRemoveDir);
+        linked
+    }
+
+    fn write_named_temp(&self, tmp: &str, contents: &[u8]) -> Result<()> {
+        match unlinkat(&self.dir, tmp, UnlinkatFlags::NoRemoveDir) {
+            Ok(()) | Err(Errno::ENOENT) => {}
+            Err(e) => return Err(io_err(format!("removing {}", self.name_path(tmp)), e)),
+        }
+        let fd = openat(
+            &self.dir,
+            tmp,
+            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::from_bits_truncate(0o644),
+        )
+        .map_err(|e| io_err(format!("creating {}", self.name_path(tmp)), e))?;
+        std::fs::File::from(fd)
+            .write_all(contents)
+            .map_err(|e| Error::io(format!("writing {}", self.name_path(tmp)), e))
+    }
+
+    /// Replace `name` atomically (temp file + rename; a symlink at `name` is replaced,
+    /// never written through).
+    fn replace_file(&self, name: &str, contents: &[u8]) -> Result<()> {
+        let tmp = format!("{TMP_PREFIX}.{name}");
+        self.write_named_temp(&tmp, contents)?;
+        renameat(&self.dir, tmp.as_str(), &self.dir, name)
+            .map_err(|e| io_err(format!("writing {}", self.name_path(name)), e))
+    }
+
+    fn hint_name(owner: &Owner, slot: usize) -> String {
+        let digest = Sha256::digest(owner.lease_contents().as_bytes());
+        let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+        format!("{hex}.{slot}")
+    }
+
+    /// The addresses named by `owner`'s hints (unverified), with the hint names.
+    fn hinted(&mut self, owner: &Owner) -> Result<Vec<(String, Option<IpAddr>)>> {
+        let slots = self.hint_slots;
+        let Some(hints) = self.hint_dir(false)? else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for slot in 0..slots {
+            let name = Self::hint_name(owner, slot);
+            match readlinkat(hints, name.as_str()) {
+                Ok(target) => {
+                    let ip = target
+                        .to_str()
+                        .and_then(|t| t.strip_prefix("../"))
+                        .and_then(|t| t.parse::<IpAddr>().ok());
+                    out.push((name, ip));
+                }
+                Err(Errno::ENOENT) => {}
+                // Not a symlink (EINVAL) or unreadable: a broken hint, removed on DEL.
+                Err(_) => out.push((name, None)),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Record hints for `owner`'s leases (slot = range-set index). Best effort: a missing
+    /// hint only costs a scan later, so failures are reported on stderr, not to the runtime.
+    pub fn record_hints(&mut self, owner: &Owner, leases: &[(usize, IpAddr)]) {
+        let result = (|| -> Result<()> {
+            let hints = self
+                .hint_dir(true)?
+                .ok_or_else(|| Error::internal("hint directory vanished"))?;
+            for (slot, ip) in leases {
+                let name = Self::hint_name(owner, *slot);
+                let target = format!("../{ip}");
+                match symlinkat(target.as_str(), hints, name.as_str()) {
+                    Ok(()) => {}
+                    Err(Errno::EEXIST) => {
+                        let _ = unlinkat(hints, name.as_str(), UnlinkatFlags::NoRemoveDir);
+                        symlinkat(target.as_str(), hints, name.as_str())
+                            .map_err(|e| io_err(format!("writing hint {name}"), e))?;
+                    }
+                    Err(e) => return Err(io_err(format!("writing hint {name}"), e)),
+                }
+            }
+            Ok(())
+        })();
+        if let Err(e) = result {
+            eprintln!("host-local: {} (DEL will scan instead)", e.msg);
+        }
+    }
+
+    /// Every entry whose name is an address, with its holder. Used by DEL/CHECK without a
+    /// hint, GC and STATUS; names that are not addresses (`lock`, `last_reserved_ip.*`,
+    /// ferry's dot-files) are never returned, so callers cannot touch them.
+    pub fn scan(&self, read_contents: bool) -> Result<Vec<ScannedLease>> {
+        let proc_path = PathBuf::from(format!("/proc/self/fd/{}", self.dir.as_raw_fd()));
+        let listing = std::fs::read_dir(&proc_path)
+            .or_else(|_| std::fs::read_dir(&self.path))
+            .map_err(|e| Error::io(format!("listing {}", self.path.display()), e))?;
+        let mut out = Vec::new();
+        for entry in listing {
+            let entry =
+                entry.map_err(|e| Error::io(format!("listing {}", self.path.display()), e))?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            let Ok(ip) = name.parse::<IpAddr>() else {
+                continue;
+            };
+            if !read_contents {
+                out.push(ScannedLease {
+                    ip: canonical(ip),
+                    holder: Holder::Unknown,
+                    regular: true,
+                });
+                continue;
+            }
+            match self.read_entry(name)? {
+                Entry::Absent => {}
+                Entry::NotRegular => out.push(ScannedLease {
+                    ip: canonical(ip),
+                    holder: Holder::Unknown,
+                    regular: false,
+                }),
+                Entry::Contents(bytes) => out.push(ScannedLease {
+                    ip: canonical(ip),
+                    holder: Holder::parse(&bytes),
+                    regular: true,
+                }),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Pick the owner's leases from a scan with the reference's two passes: exact
+    /// (ID, ifname) matches; if there are none, files holding only the ID.
+    fn owned_in_scan(scan: &[ScannedLease], owner: &Owner) -> Vec<IpAddr> {
+        let exact: Vec<IpAddr> = scan
+            .iter()
+            .filter(|l| matches!(&l.holder, Holder::Owner(o) if l.holder.is_held_by(owner) && o.ifname == owner.ifname))
+            .map(|l| l.ip)
+            .collect();
+        if !exact.is_empty() {
+            return exact;
+        }
+        scan.iter()
+            .filter(|l| matches!(l.holder, Holder::LegacyId(_)) && l.holder.is_held_by(owner))
+            .map(|l| l.ip)
+            .collect()
+    }
+
+    /// The addresses `owner` holds (CHECK): hints first, a scan when no hint is valid.
+    pub fn find_owner(&mut self, owner: &Owner) -> Result<Vec<IpAddr>> {
+        let known = self.known_leases_of(owner)?;
+        if !known.is_empty() {
+            return Ok(known);
+        }
+        Ok(Self::owned_in_scan(&self.scan(true)?, owner))
+    }
+
+    /// Release everything `owner` holds (DEL). Idempotent. With a valid hint this touches
+    /// only the owner's files; otherwise it scans the directory (leases written by the
+    /// reference, or already released).
+    pub fn release_owner(&mut self, owner: &Owner) -> Result<Vec<IpAddr>> {
+        let hinted = self.hinted(owner)?;
+        let mut released = Vec::new();
+        for (_, ip) in &hinted {
+            if let Some(ip) = ip {
+                if self.holder(*ip)?.is_some_and(|h| h.is_held_by(owner)) {
+                    self.unlink_lease(*ip)?;
+                    released.push(*ip);
+                }
+            }
+        }
+        if released.is_empty() {
+            for ip in Self::owned_in_scan(&self.scan(true)?, owner) {
+                self.unlink_lease(ip)?;
+                released.push(ip);
+            }
+        }
+        if let Some(hints) = self.hints.as_ref() {
+            for (name, _) in &hinted {
+                let _ = unlinkat(hints, name.as_str(), UnlinkatFlags::NoRemoveDir);
+            }
+        }
+        Ok(released)
+    }
+
+    fn unlink_lease(&self, ip: IpAddr) -> Result<()> {
+        let name = ip.to_string();
+        match unlinkat(&self.dir, name.as_str(), UnlinkatFlags::NoRemoveDir) {
+            Ok(()) | Err(Errno::ENOENT) => Ok(()),
+            Err(e) => Err(io_err(format!("removing {}", self.name_path(&name)), e)),
+        }
+    }
+
+    /// Release every reservation whose holder is not in `valid` (GC). A legacy ID-only file
+    /// stays when any valid attachment has that container ID. Never touches `lock`,
+    /// `last_reserved_ip.*`, or anything that is not a regular file; carries on past errors
+    /// and reports them together.
+    pub fn gc(&mut self, valid: &[Attachment]) -> Result<GcReport> {
+        let owners: HashSet<Owner> = valid
+            .iter()
+            .map(|a| Owner::new(a.container_id.trim(), a.ifname.clone()))
+            .collect();
+        let ids: HashSet<&str> = valid.iter().map(|a| a.container_id.trim()).collect();
+        let mut report = GcReport::default();
+        let mut errors = Vec::new();
+        for lease in self.scan(true)? {
+            if !lease.regular {
+                report.skipped.push(lease.ip);
+                continue;
+            }
+            let keep = match &lease.holder {
+                Holder::Owner(o) => owners.contains(o),
+                Holder::LegacyId(id) => ids.contains(id.as_str()),
+                Holder::Unknown => false,
+            };
+            if !keep {
+                match self.unlink_lease(lease.ip) {
+                    Ok(()) => report.released.push(lease.ip),
+                    Err(e) => errors.push(e.msg),
+                }
+            }
+        }
+        // Hints of owners that are gone, and temp files of crashed runs.
+        let valid_hint_prefixes: HashSet<String> = owners
+            .iter()
+            .map(|o| {
+                let n = Self::hint_name(o, 0);
+                n[..n.len() - 2].to_string()
+            })
+            .collect();
+        if let Some(hints) = self.hint_dir(false)? {
+            let hints_path = PathBuf::from(format!("/proc/self/fd/{}", hints.as_raw_fd()));
+            if let Ok(listing) = std::fs::read_dir(hints_path) {
+                for entry in listing.flatten() {
+                    let name = entry.file_name();
+                    let Some(name) = name.to_str() else { continue };
+                    let prefix = name.split('.').next().unwrap_or("");
+                    if !valid_hint_prefixes.contains(prefix) {
+                        if let Err(e) = unlinkat(hints, name, UnlinkatFlags::NoRemoveDir) {
+                            errors.push(format!("removing hint {name}: {}", e.desc()));
+                        }
+                    }
+                }
+            }
+        }
+        if let Ok(listing) = std::fs::read_dir(format!("/proc/self/fd/{}", self.dir.as_raw_fd())) {
+            for entry in listing.flatten() {
+                let name = entry.file_name();
+                if let Some(name) = name.to_str().filter(|n| n.starts_with(TMP_PREFIX)) {
+                    let _ = unlinkat(&self.dir, name, UnlinkatFlags::NoRemoveDir);
+                }
+            }
+        }
+        if errors.is_empty() {
+            Ok(report)
+        } else {
+            Err(Error::new(
+                code::IO,
+                format!(
+                    "GC of {} released {} reservation(s) but failed on {}",
+                    self.path.display(),
+                    report.released.len(),
+                    errors.len()
+                ),
+            )
+            .with_details(errors.join("; ")))
+        }
+    }
+
+    /// The range sets that have no allocatable address left (STATUS). Counts names only.
+    pub fn exhausted_sets<'a>(&self, sets: &'a [RangeSet]) -> Result<Vec<&'a RangeSet>> {
+        let scan = self.scan(false)?;
+        Ok(sets
+            .iter()
+            .filter(|set| {
+                let used = scan
+                    .iter()
+                    .filter(|l| set.range_for(l.ip).is_some_and(|r| r.is_allocatable(l.ip)))
+                    .count() as u128;
+                used >= set.capacity()
+            })
+            .collect())
+    }
+}
+
+impl Store for DiskStore {
+    fn reserve(&mut self, ip: IpAddr, owner: &Owner) -> Result<bool> {
+        let name = ip.to_string();
+        let contents = owner.lease_contents();
+        let fd = match self.spare_tmpfile.take() {
+            Some(fd) => Some(fd),
+            None => self.tmpfile_with(contents.as_bytes())?,
+        };
+        match fd {
+            Some(fd) => match self.link_tmpfile(&fd, &name) {
+                Ok(true) => Ok(true),
+                Ok(false) => {
+                    // Keep the unnamed file for the next candidate: same content.
+                    self.spare_tmpfile = Some(fd);
+                    Ok(false)
+                }
+                Err(Errno::ENOENT) => {
+                    // No /proc: fall back to a named temp file from now on.
+                    self.tmpfile_supported = false;
+                    self.create_via_named_temp(&name, contents.as_bytes())
+                }
+                Err(e) => Err(io_err(format!("creating {}", self.name_path(&name)), e)),
+            },
+            None => self.create_via_named_temp(&name, contents.as_bytes()),
+        }
+    }
+
+    fn release(&mut self, ip: IpAddr, owner: &Owner) -> Result<()> {
+        if self.holder(ip)?.is_some_and(|h| h.is_held_by(owner)) {
+            self.unlink_lease(ip)?;
+        }
+        Ok(())
+    }
+
+    fn holder(&mut self, ip: IpAddr) -> Result<Option<Holder>> {
+        Ok(match self.read_entry(&ip.to_string())? {
+            Entry::Absent => None,
+            Entry::NotRegular => Some(Holder::Unknown),
+            Entry::Contents(bytes) => Some(Holder::parse(&bytes)),
+        })
+    }
+
+    fn last_reserved(&mut self, set_index: usize) -> Option<IpAddr> {
+        let name = format!("{LAST_RESERVED_PREFIX}{set_index}");
+        let Ok(Entry::Contents(bytes)) = self.read_entry(&name) else {
+            return None;
+        };
+        // A file torn by a crashed reference write only costs round-robin order once.
+        std::str::from_utf8(&bytes)
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+            .map(canonical)
+    }
+
+    fn set_last_reserved(&mut self, set_index: usize, ip: IpAddr) -> Result<()> {
+        self.replace_file(
+            &format!("{LAST_RESERVED_PREFIX}{set_index}"),
+            ip.to_string().as_bytes(),
+        )
+    }
+
+    fn known_leases_of(&mut self, owner: &Owner) -> Result<Vec<IpAddr>> {
+        let mut out = Vec::new();
+        for (_, ip) in self.hinted(owner)? {
+            if let Some(ip) = ip {
+                if self.holder(ip)?.is_some_and(|h| h.is_held_by(owner)) && !out.contains(&ip) {
+                    out.push(ip);
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl AsFd for DiskStore {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.dir.as_fd()
+    }
+}

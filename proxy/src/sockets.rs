@@ -1,0 +1,171 @@
+//! Creating and adopting sockets with the options the data paths rely on.
+
+use socket2::{Domain, Protocol, SockRef, Socket, TcpKeepalive, Type};
+use std::io;
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Listen backlog: large, because a burst of clients must queue rather than be dropped
+/// while the accept loop is busy (the kernel caps it at net.core.somaxconn).
+pub const LISTEN_BACKLOG: i32 = 4096;
+
+/// Binds a TCP listener. IPv6 listeners are V6ONLY so that `0.0.0.0:p` and `[::]:p` can be
+/// separate mappings (as dockerd publishes them); SO_REUSEADDR lets a restarted proxy bind
+/// while old connections sit in TIME_WAIT.
+pub fn tcp_listener(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
+}
+
+/// Binds a UDP socket; on a wildcard address it also asks for the destination address of
+/// each datagram (IP_PKTINFO / IPV6_RECVPKTINFO) so replies leave from the address the client
+/// targeted. No SO_REUSEADDR: on UDP it would let two sockets share the port.
+pub fn udp_socket(addr: SocketAddr) -> io::Result<UdpSocket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.bind(&addr.into())?;
+    socket.set_nonblocking(true)?;
+    let udp: UdpSocket = socket.into();
+    if addr.ip().is_unspecified() {
+        enable_pktinfo(&udp, addr.is_ipv6())?;
+    }
+    Ok(udp)
+}
+
+/// Turns on reception of the datagram's destination address.
+pub fn enable_pktinfo(socket: &UdpSocket, ipv6: bool) -> io::Result<()> {
+    let one: libc::c_int = 1;
+    let (level, name) = if ipv6 {
+        (libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO)
+    } else {
+        (libc::IPPROTO_IP, libc::IP_PKTINFO)
+    };
+    // SAFETY: valid fd, option value is a c_int of the given size.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            level,
+            name,
+            &one as *const libc::c_int as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// What an inherited socket turned out to be.
+pub enum InheritedSocket {
+    /// A TCP socket, now listening.
+    Tcp(TcpListener),
+    /// A bound UDP socket.
+    Udp(UdpSocket),
+}
+
+/// Adopts the socket dockerd passes on `fd` with `-use-listen-fd`: checks that it is a
+/// socket of the expected type, makes it non-blocking, and for TCP calls listen() (harmless
+/// if the daemon already did, required if it only bound it).
+pub fn adopt_fd(fd: RawFd, want_tcp: bool) -> io::Result<InheritedSocket> {
+    // SAFETY: fcntl on an arbitrary fd number only reports whether it is open.
+    if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("-use-listen-fd given but fd {fd} is not open"),
+        ));
+    }
+    // SAFETY: fd is open and from here on owned by us (dockerd hands it over).
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    let socket = Socket::from(owned);
+    let ty = socket
+        .r#type()
+        .map_err(|e| io::Error::new(e.kind(), format!("fd {fd} is not a socket: {e}")))?;
+    socket.set_cloexec(true)?;
+    socket.set_nonblocking(true)?;
+    if want_tcp {
+        if ty != Type::STREAM {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("fd {fd} is not a stream socket but -proto is tcp"),
+            ));
+        }
+        socket.listen(LISTEN_BACKLOG)?;
+        Ok(InheritedSocket::Tcp(socket.into()))
+    } else {
+        if ty != Type::DGRAM {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("fd {fd} is not a datagram socket but -proto is udp"),
+            ));
+        }
+        let udp: UdpSocket = socket.into();
+        if let Ok(local) = udp.local_addr() {
+            if local.ip().is_unspecified() {
+                enable_pktinfo(&udp, local.is_ipv6())?;
+            }
+        }
+        Ok(InheritedSocket::Udp(udp))
+    }
+}
+
+/// Keepalive on forwarded connections: finds dead peers (a client that vanished without
+/// FIN) so their slots and file descriptors come back.
+pub fn set_keepalive(stream: &tokio::net::TcpStream, idle: Duration) -> io::Result<()> {
+    let ka = TcpKeepalive::new()
+        .with_time(idle)
+        .with_interval(Duration::from_secs(10))
+        .with_retries(6);
+    SockRef::from(stream).set_tcp_keepalive(&ka)
+}
+
+/// Closes a connection with RST instead of FIN: a refused client learns at once.
+pub fn reset_on_close(stream: &tokio::net::TcpStream) {
+    let _ = SockRef::from(stream).set_linger(Some(Duration::ZERO));
+}
+
+/// True for errors that mean "out of file descriptors or kernel memory": the accept loop
+/// must back off instead of spinning.
+pub fn is_resource_exhaustion(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE) | Some(libc::ENFILE) | Some(libc::ENOBUFS) | Some(libc::ENOMEM)
+    )
+}
+
+/// One spare file descriptor kept open so that, when the process runs out, it can be closed
+/// to accept-and-refuse the waiting connections (otherwise they would sit in the backlog
+/// with no answer while accept keeps failing).
+static RESERVE_FD: Mutex<Option<std::fs::File>> = Mutex::new(None);
+
+/// Opens the spare descriptor (idempotent).
+pub fn ensure_reserve_fd() {
+    if let Ok(mut guard) = RESERVE_FD.lock() {
+        if guard.is_none() {
+            *guard = std::fs::File::open("/dev/null").ok();
+        }
+    }
+}
+
+/// Runs `f` with the spare descriptor closed, then reopens it. Returns None when there was
+/// no spare (another task is using it).
+pub fn with_reserve_released<R>(f: impl FnOnce() -> R) -> Option<R> {
+    let mut guard = RESERVE_FD.lock().ok()?;
+    let spare = guard.take()?;
+    drop(spare);
+    let r = f();
+    *guard = std::fs::File::open("/dev/null").ok();
+    Some(r)
+}

@@ -1,0 +1,376 @@
+//! TCP forwarding: an accept loop per listener and one task per connection that pumps both
+//! directions independently.
+//!
+//! Half-close: when one side sends FIN, the pump for that direction ends and shuts down
+//! writing on the other side; the opposite direction keeps running until its own FIN. Both
+//! sockets are dropped (closed) only when both directions are done or either fails, so no
+//! socket lingers in CLOSE_WAIT after its peer finished.
+//!
+//! Data path: on Linux each direction moves bytes socket → pipe → socket with splice(2) and
+//! never copies them into user space; a direction whose pipe cannot be created (out of file
+//! descriptors) or when splicing is switched off uses a plain buffered copy. Pipes and
+//! buffers are created only once the first byte arrives, so idle connections cost two
+//! sockets and a small task.
+
+use crate::metrics::{GaugeGuard, MappingStats};
+use crate::proxyproto::{self, ProxyProtocol};
+use crate::sockets;
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncWriteExt, Interest};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Semaphore};
+
+/// Tunables of a TCP mapping.
+#[derive(Debug, Clone)]
+pub struct TcpOptions {
+    /// Give up on the backend after this long (the client is then closed).
+    pub connect_timeout: Duration,
+    /// Most connections forwarded at once for the mapping; more are refused with RST.
+    pub max_connections: usize,
+    /// TCP keepalive idle time on both sockets (None: off).
+    pub keepalive: Option<Duration>,
+    /// Send a PROXY protocol header to the backend first.
+    pub proxy_protocol: Option<ProxyProtocol>,
+    /// Use splice(2); false forces the buffered copy (tests, odd kernels).
+    pub splice: bool,
+}
+
+impl Default for TcpOptions {
+    fn default() -> Self {
+        TcpOptions {
+            connect_timeout: Duration::from_secs(10),
+            max_connections: 16384,
+            keepalive: Some(Duration::from_secs(60)),
+            proxy_protocol: None,
+            splice: true,
+        }
+    }
+}
+
+/// What every listener of one mapping shares: options, counters, the connection cap and the
+/// signal that closes the mapping's connections.
+pub struct TcpShared {
+    /// Options of the mapping.
+    pub opts: TcpOptions,
+    /// Counters of the mapping.
+    pub stats: Arc<MappingStats>,
+    /// One permit per forwarded connection.
+    pub limiter: Arc<Semaphore>,
+    /// Becomes true when the mapping is removed: every connection closes.
+    pub closed: watch::Receiver<bool>,
+}
+
+impl TcpShared {
+    /// Builds the shared part; `closed` is the receiver of the mapping's close signal.
+    pub fn new(opts: TcpOptions, stats: Arc<MappingStats>, closed: watch::Receiver<bool>) -> Self {
+        let permits = opts.max_connections.clamp(1, Semaphore::MAX_PERMITS);
+        TcpShared {
+            opts,
+            stats,
+            limiter: Arc::new(Semaphore::new(permits)),
+            closed,
+        }
+    }
+}
+
+/// How long the accept loop sleeps after running out of file descriptors.
+const EXHAUSTION_BACKOFF: Duration = Duration::from_millis(10);
+
+/// Accepts connections on `listener` forever and forwards each to `backend`.
+pub async fn serve(listener: TcpListener, backend: SocketAddr, shared: Arc<TcpShared>) {
+    sockets::ensure_reserve_fd();
+    loop {
+        match listener.accept().await {
+            Ok((client, peer)) => {
+                let permit = match shared.limiter.clone().try_acquire_owned() {
+                    Ok(p) => p,
+                    Err(_) => {
+                        MappingStats::add(&shared.stats.refused_connections, 1);
+                        sockets::reset_on_close(&client);
+                        continue;
+                    }
+                };
+                let shared = shared.clone();
+                tokio::spawn(async move {
+                    let _permit = permit;
+                    handle(client, peer, backend, &shared).await;
+                });
+            }
+            Err(e) if sockets::is_resource_exhaustion(&e) => {
+                MappingStats::add(&shared.stats.errors, 1);
+                // Refuse what is waiting with the spare descriptor, then back off so the
+                // loop does not spin while descriptors stay exhausted.
+                let refused = sockets::with_reserve_released(|| refuse_pending(&listener));
+                MappingStats::add(&shared.stats.refused_connections, refused.unwrap_or(0));
+                tokio::time::sleep(EXHAUSTION_BACKOFF).await;
+            }
+            Err(_) => {
+                // ECONNABORTED and friends: the client gave up before we accepted.
+                MappingStats::add(&shared.stats.errors, 1);
+            }
+        }
+    }
+}
+
+/// Accepts and immediately resets queued connections (at most a batch), using the one
+/// descriptor that was just freed.
+fn refuse_pending(listener: &TcpListener) -> u64 {
+    let mut refused = 0;
+    for _ in 0..256 {
+        // SAFETY: accept4 on our listening fd; a returned fd is closed right away.
+        let fd = unsafe {
+            libc::accept4(
+                listener.as_raw_fd(),
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                libc::SOCK_CLOEXEC,
+            )
+        };
+        if fd < 0 {
+            break;
+        }
+        // SAFETY: fd was just returned by accept4 and is owned here.
+        let socket = socket2::Socket::from(unsafe { OwnedFd::from_raw_fd(fd) });
+        let _ = socket.set_linger(Some(Duration::ZERO));
+        refused += 1;
+    }
+    refused
+}
+
+/// Forwards one accepted connection until both directions are done or the mapping closes.
+async fn handle(client: TcpStream, peer: SocketAddr, backend: SocketAddr, shared: &TcpShared) {
+    let stats = &shared.stats;
+    let _active = GaugeGuard::new(&stats.active_connections);
+    MappingStats::add(&stats.total_connections, 1);
+    let mut closed = shared.closed.clone();
+    let work = async {
+        let server =
+            match tokio::time::timeout(shared.opts.connect_timeout, TcpStream::connect(backend))
+                .await
+            {
+                Ok(Ok(s)) => s,
+                Ok(Err(_)) | Err(_) => {
+                    MappingStats::add(&stats.errors, 1);
+                    sockets::reset_on_close(&client);
+                    return;
+                }
+            };
+        for s in [&client, &server] {
+            let _ = s.set_nodelay(true);
+            if let Some(idle) = shared.opts.keepalive {
+                let _ = sockets::set_keepalive(s, idle);
+            }
+        }
+        if let Some(version) = shared.opts.proxy_protocol {
+            let local = client.local_addr().unwrap_or(peer);
+            let header = proxyproto::header(version, peer, local);
+            let mut server = server;
+            if server.write_all(&header).await.is_err() {
+                MappingStats::add(&stats.errors, 1);
+                return;
+            }
+            if forward(&client, &server, stats, shared.opts.splice)
+                .await
+                .is_err()
+            {
+                MappingStats::add(&stats.errors, 1);
+            }
+        } else if forward(&client, &server, stats, shared.opts.splice)
+            .await
+            .is_err()
+        {
+            MappingStats::add(&stats.errors, 1);
+        }
+    };
+    tokio::select! {
+        _ = work => {}
+        _ = crate::metrics::closed(&mut closed) => {}
+    }
+}
+
+/// Pumps both directions until each has seen EOF; the first error ends both.
+pub async fn forward(
+    client: &TcpStream,
+    server: &TcpStream,
+    stats: &MappingStats,
+    splice: bool,
+) -> io::Result<()> {
+    let up = pump(client, server, &stats.bytes_to_backend, splice);
+    let down = pump(server, client, &stats.bytes_to_client, splice);
+    tokio::try_join!(up, down)?;
+    Ok(())
+}
+
+/// One direction: waits for the first byte, then splices (or copies) until EOF, then
+/// propagates the half-close.
+async fn pump(
+    src: &TcpStream,
+    dst: &TcpStream,
+    counter: &AtomicU64,
+    splice: bool,
+) -> io::Result<()> {
+    src.readable().await?;
+    #[cfg(target_os = "linux")]
+    if splice {
+        if let Ok(pipe) = Pipe::new() {
+            return splice_until_eof(src, dst, &pipe, counter).await;
+        }
+    }
+    let _ = splice;
+    copy_until_eof(src, dst, counter).await
+}
+
+/// Ends our writing half so the peer sees EOF, keeping its reading half open.
+fn shutdown_write(stream: &TcpStream) {
+    // ENOTCONN when the peer is already gone: nothing left to tell it.
+    let _ = socket2::SockRef::from(stream).shutdown(std::net::Shutdown::Write);
+}
+
+const COPY_BUFFER: usize = 64 * 1024;
+
+async fn copy_until_eof(src: &TcpStream, dst: &TcpStream, counter: &AtomicU64) -> io::Result<()> {
+    let mut buf = vec![0u8; COPY_BUFFER];
+    loop {
+        let n = src
+            .async_io(Interest::READABLE, || {
+                // try_read would need &mut; read(2) through the fd keeps the borrow shared.
+                read_fd(src.as_raw_fd(), &mut buf)
+            })
+            .await?;
+        if n == 0 {
+            shutdown_write(dst);
+            return Ok(());
+        }
+        let mut off = 0;
+        while off < n {
+            off += dst
+                .async_io(Interest::WRITABLE, || {
+                    send_fd(dst.as_raw_fd(), &buf[off..n])
+                })
+                .await?;
+        }
+        MappingStats::add(counter, n as u64);
+    }
+}
+
+fn read_fd(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: buf is a valid writable slice for its length.
+    let n = unsafe { libc::read(fd, buf.as_mut_ptr() as *mut libc::c_void, buf.len()) };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+fn send_fd(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
+    // SAFETY: buf is a valid readable slice; MSG_NOSIGNAL turns SIGPIPE into EPIPE.
+    let n = unsafe {
+        libc::send(
+            fd,
+            buf.as_ptr() as *const libc::c_void,
+            buf.len(),
+            libc::MSG_NOSIGNAL,
+        )
+    };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+/// A non-blocking pipe used as the in-kernel buffer between two sockets.
+#[cfg(target_os = "linux")]
+struct Pipe {
+    read: OwnedFd,
+    write: OwnedFd,
+    capacity: usize,
+}
+
+#[cfg(target_os = "linux")]
+impl Pipe {
+    /// Bigger pipes mean fewer splice calls per byte; the kernel may refuse (pipe-max-size,
+    /// per-user pipe quota), then the default 64 KiB stays.
+    const WANTED_CAPACITY: libc::c_int = 1 << 20;
+
+    fn new() -> io::Result<Pipe> {
+        let mut fds = [0 as libc::c_int; 2];
+        // SAFETY: fds is a valid array of two ints.
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: pipe2 returned two fresh fds that we now own.
+        let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        // SAFETY: F_SETPIPE_SZ/F_GETPIPE_SZ on our own pipe.
+        let capacity = unsafe {
+            libc::fcntl(write.as_raw_fd(), libc::F_SETPIPE_SZ, Self::WANTED_CAPACITY);
+            libc::fcntl(write.as_raw_fd(), libc::F_GETPIPE_SZ)
+        };
+        Ok(Pipe {
+            read,
+            write,
+            capacity: if capacity > 0 {
+                capacity as usize
+            } else {
+                65536
+            },
+        })
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn splice_fds(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
+    // SAFETY: plain splice between two fds we own; null offsets (sockets and pipes).
+    let n = unsafe {
+        libc::splice(
+            from,
+            std::ptr::null_mut(),
+            to,
+            std::ptr::null_mut(),
+            len,
+            libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK,
+        )
+    };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+/// socket → pipe → socket. The pipe is always drained completely before the next fill, so
+/// a fill never blocks on a full pipe and EAGAIN from a fill always means "socket empty".
+#[cfg(target_os = "linux")]
+async fn splice_until_eof(
+    src: &TcpStream,
+    dst: &TcpStream,
+    pipe: &Pipe,
+    counter: &AtomicU64,
+) -> io::Result<()> {
+    loop {
+        let n = src
+            .async_io(Interest::READABLE, || {
+                splice_fds(src.as_raw_fd(), pipe.write.as_raw_fd(), pipe.capacity)
+            })
+            .await?;
+        if n == 0 {
+            shutdown_write(dst);
+            return Ok(());
+        }
+        let mut left = n;
+        while left > 0 {
+            left -= dst
+                .async_io(Interest::WRITABLE, || {
+                    splice_fds(pipe.read.as_raw_fd(), dst.as_raw_fd(), left)
+                })
+                .await?;
+        }
+        MappingStats::add(counter, n as u64);
+    }
+}

@@ -37,6 +37,10 @@ enum Cmd {
         /// Only run checks whose id starts with this (repeatable), e.g. `--only 2.6`.
         #[arg(long)]
         only: Vec<String>,
+        /// A FAIL that is expected (`ID` or `ID:plugin`, repeatable): still reported, as
+        /// `FAIL*`, but it does not make the exit status non-zero.
+        #[arg(long = "known-deviation")]
+        known_deviation: Vec<String>,
         /// Also write the report in this format to a file (e.g. for the README).
         #[arg(long)]
         output: Option<PathBuf>,
@@ -100,6 +104,7 @@ pub fn main() -> i32 {
             format,
             only,
             output,
+            known_deviation,
         } => {
             let spy_exe = match std::env::current_exe() {
                 Ok(p) => p,
@@ -113,6 +118,7 @@ pub fn main() -> i32 {
                 profile,
                 spy_exe,
                 only,
+                known: known_deviation,
             };
             let harness = match Harness::new(opts) {
                 Ok(h) => h,

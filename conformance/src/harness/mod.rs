@@ -36,6 +36,8 @@ pub struct Options {
     pub spy_exe: PathBuf,
     /// Only run checks whose id starts with one of these (empty: all).
     pub only: Vec<String>,
+    /// Expected FAILs (`ID` or `ID:plugin`).
+    pub known: Vec<String>,
 }
 
 /// One recorded plugin call, for the every-call items.
@@ -133,7 +135,8 @@ impl Harness {
         } else {
             None
         };
-        let report = Report::new(&opts.plugins_dir.display().to_string(), opts.profile);
+        let mut report = Report::new(&opts.plugins_dir.display().to_string(), opts.profile);
+        report.known = opts.known.clone();
         Ok(Harness {
             opts,
             report: Mutex::new(report),

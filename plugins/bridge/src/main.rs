@@ -1,1 +1,3 @@
-fn main() {}
+fn main() {
+    cni::skel::run(ferry_bridge::ABOUT, &ferry_bridge::BridgePlugin)
+}

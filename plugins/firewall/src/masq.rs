@@ -323,6 +323,40 @@ pub fn setup(backend: BackendKind, names: &MasqNames, addrs: &[IpNet]) -> Result
     }
 }
 
+/// True when this attachment's masquerade rules are installed for every address in
+/// `addrs` (CHECK).
+pub fn is_present(backend: BackendKind, names: &MasqNames, addrs: &[IpNet]) -> Result<bool> {
+    let what = format!("checking ipMasq chain {}", names.chain);
+    match backend {
+        BackendKind::Iptables => {
+            for v6 in [false, true] {
+                let fam: Vec<&IpNet> = addrs.iter().filter(|a| a.addr().is_ipv6() == v6).collect();
+                if fam.is_empty() {
+                    continue;
+                }
+                let state = ipt_state(&ipt_save(v6, &what)?, &names.chain);
+                if !state.chain_exists {
+                    return Ok(false);
+                }
+                for a in fam {
+                    let src = format!("-s {} ", host_net(a));
+                    if !state.jumps.iter().any(|j| j.starts_with(&src)) {
+                        return Ok(false);
+                    }
+                }
+            }
+            Ok(true)
+        }
+        BackendKind::Nftables => {
+            let n = nft_list()?
+                .iter()
+                .filter(|r| r.comment == names.nft_comment)
+                .count();
+            Ok(n >= addrs.len())
+        }
+    }
+}
+
 /// Removes this attachment's masquerading from both backends (the rules may have been
 /// installed by another plugin build with another backend). Succeeds when nothing is there
 /// and when a backend's tool is not installed.

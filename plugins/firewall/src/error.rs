@@ -52,3 +52,10 @@ impl std::error::Error for Error {}
 
 /// Result of firewall operations.
 pub type Result<T> = std::result::Result<T, Error>;
+
+/// Plugins return `cni::Error`; keep the code, message and the rejected input.
+impl From<Error> for cni::Error {
+    fn from(e: Error) -> cni::Error {
+        cni::Error::new(e.code, e.msg).with_details(e.details)
+    }
+}

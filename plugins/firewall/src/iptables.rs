@@ -257,6 +257,22 @@ impl Batch {
             .push(format!("-I {chain} 1 {}", join_args(&rule_args(rule))));
     }
 
+    /// Fails the whole batch unless a rule equal to `rule` exists (`-C`): lets one
+    /// iptables-restore run verify shared rules before it changes anything.
+    pub fn check(&mut self, chain: &str, rule: &Rule) {
+        self.commands
+            .push(format!("-C {chain} {}", join_args(&rule_args(rule))));
+    }
+
+    /// The line of [`Batch::render`] output with this 1-based number (to explain a failure
+    /// that iptables-restore reports by line).
+    pub fn line(&self, number: usize) -> Option<String> {
+        self.render()
+            .lines()
+            .nth(number.checked_sub(1)?)
+            .map(String::from)
+    }
+
     /// Deletes the first rule equal to `rule`; the batch fails when there is none.
     pub fn delete(&mut self, chain: &str, rule: &Rule) {
         self.delete_args(chain, &rule_args(rule));
@@ -368,6 +384,8 @@ impl Iptables {
             if out.stderr.contains("No chain/target/match by that name")
                 || out.stderr.contains("does not exist")
                 || out.stderr.contains("Table does not exist")
+                // iptables-nft 1.8.9 says this for a chain that does not exist at all.
+                || out.stderr.contains("is incompatible, use 'nft' tool")
             {
                 return Ok(None);
             }

@@ -63,7 +63,7 @@ pub trait Executor {
 
 pub mod executor;
 
-/// ipMasq rules compatible with the reference plugins (owned by the bridge plugin).
-pub mod masq;
 /// Docker-style isolation between bridges (owned by the bridge plugin).
 pub mod isolation;
+/// ipMasq rules compatible with the reference plugins (owned by the bridge plugin).
+pub mod masq;

@@ -1,1 +1,18 @@
-fn main() {}
+//! `portmap`: forwards host ports to a container (chained CNI plugin, drop-in for the
+//! reference `portmap`).
+
+mod config;
+mod host;
+mod ipt;
+mod nft;
+mod plugin;
+mod rules;
+mod sockets;
+mod state;
+
+fn main() {
+    cni::skel::run(
+        "ferry portmap: host port forwarding with iptables or nftables",
+        &plugin::Portmap,
+    )
+}

@@ -1,0 +1,277 @@
+//! The portmap config, with the reference plugin's keys, validated into [`PortMapConfig`].
+
+use cni::{code, CniResult, Error, Result};
+use firewall::{BackendKind, Family, Protocol};
+use ipnet::IpNet;
+use serde::Deserialize;
+use std::net::IpAddr;
+
+/// The reference's default mark bit (Kubernetes uses 14 and 15, Calico 20–31).
+pub const DEFAULT_MARK_BIT: i64 = 13;
+
+/// One entry of `runtimeConfig.portMappings`, as the runtime sends it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PortMapEntry {
+    /// Port on the host.
+    pub host_port: i64,
+    /// Port in the container.
+    pub container_port: i64,
+    /// `tcp`, `udp` or `sctp`, any case.
+    #[serde(default)]
+    pub protocol: String,
+    /// Host address the mapping is limited to; empty means every address.
+    #[serde(rename = "hostIP", default)]
+    pub host_ip: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RuntimeConfig {
+    #[serde(default)]
+    port_mappings: Option<Vec<PortMapEntry>>,
+}
+
+/// The JSON keys portmap reads, spelled as in the reference plugin.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawConfig {
+    snat: Option<bool>,
+    conditions_v4: Option<Vec<String>>,
+    conditions_v6: Option<Vec<String>>,
+    #[serde(default)]
+    masq_all: bool,
+    mark_masq_bit: Option<i64>,
+    external_set_mark_chain: Option<String>,
+    backend: Option<String>,
+    check_port_conflicts: Option<bool>,
+    runtime_config: Option<RuntimeConfig>,
+}
+
+/// A validated port mapping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Mapping {
+    /// Protocol.
+    pub protocol: Protocol,
+    /// Port on the host, 1–65535.
+    pub host_port: u16,
+    /// Port in the container, 1–65535.
+    pub container_port: u16,
+    /// The host address, when the mapping is limited to one family or one address.
+    pub host_ip: Option<IpAddr>,
+}
+
+impl Mapping {
+    /// Whether this mapping applies to `family` (a `hostIP` of the other family does not).
+    pub fn applies_to(&self, family: Family) -> bool {
+        self.host_ip.is_none_or(|ip| Family::of(&ip) == family)
+    }
+
+    /// The destination address to match: `None` for every address (`hostIP` empty or
+    /// unspecified, as the reference treats `0.0.0.0` and `::`).
+    pub fn destination(&self) -> Option<IpAddr> {
+        self.host_ip.filter(|ip| !ip.is_unspecified())
+    }
+}
+
+/// The whole, validated configuration of one request.
+#[derive(Debug, Clone)]
+pub struct PortMapConfig {
+    /// Network name (part of the chain-name hash and the rule comments).
+    pub network: String,
+    /// Add the mark-and-masquerade rules for hairpin and localhost traffic.
+    pub snat: bool,
+    /// Masquerade hairpin traffic from every source, not only the container's network.
+    pub masq_all: bool,
+    /// The mark bit value (`1 << markMasqBit`).
+    pub mark: u32,
+    /// A chain the user manages that sets the masquerade mark (iptables only).
+    pub external_set_mark_chain: Option<String>,
+    /// Extra match words for the entry rules, per family (backend-native syntax).
+    pub conditions_v4: Vec<String>,
+    /// See `conditions_v4`.
+    pub conditions_v6: Vec<String>,
+    /// The firewall backend.
+    pub backend: BackendKind,
+    /// Refuse mappings whose host port is already taken (ferry's extension, default true).
+    pub check_port_conflicts: bool,
+    /// The mappings.
+    pub mappings: Vec<Mapping>,
+}
+
+impl PortMapConfig {
+    /// Parses and validates the request's config (code 7 on anything invalid).
+    pub fn from_netconf(conf: &cni::NetConf) -> Result<PortMapConfig> {
+        let raw: RawConfig = conf.plugin()?;
+        if raw.mark_masq_bit.is_some() && raw.external_set_mark_chain.is_some() {
+            return Err(Error::invalid_config(
+                "Cannot specify externalSetMarkChain and markMasqBit: use one of them",
+            ));
+        }
+        let bit = raw.mark_masq_bit.unwrap_or(DEFAULT_MARK_BIT);
+        if !(0..=31).contains(&bit) {
+            return Err(Error::invalid_config(format!(
+                "MasqMarkBit must be between 0 and 31, got {bit}"
+            )));
+        }
+        let backend = match raw.backend.as_deref() {
+            None | Some("") => BackendKind::detect(),
+            Some(b) => BackendKind::parse(b).ok_or_else(|| {
+                Error::invalid_config(format!(
+                    "unrecognized backend {b:?}: use \"iptables\" or \"nftables\""
+                ))
+            })?,
+        };
+        if backend == BackendKind::Nftables && raw.external_set_mark_chain.is_some() {
+            return Err(Error::invalid_config(
+                "externalSetMarkChain works only with the iptables backend",
+            ));
+        }
+        let entries = raw
+            .runtime_config
+            .and_then(|r| r.port_mappings)
+            .unwrap_or_default();
+        let mappings = entries
+            .iter()
+            .map(validate_entry)
+            .collect::<Result<Vec<_>>>()?;
+        Ok(PortMapConfig {
+            network: conf.name.clone(),
+            snat: raw.snat.unwrap_or(true),
+            masq_all: raw.masq_all,
+            mark: 1u32 << bit,
+            external_set_mark_chain: raw.external_set_mark_chain,
+            conditions_v4: raw.conditions_v4.unwrap_or_default(),
+            conditions_v6: raw.conditions_v6.unwrap_or_default(),
+            backend,
+            check_port_conflicts: raw.check_port_conflicts.unwrap_or(true),
+            mappings,
+        })
+    }
+
+    /// The entry conditions for `family`.
+    pub fn conditions(&self, family: Family) -> &[String] {
+        match family {
+            Family::V4 => &self.conditions_v4,
+            Family::V6 => &self.conditions_v6,
+        }
+    }
+}
+
+fn port(value: i64, which: &str) -> Result<u16> {
+    u16::try_from(value)
+        .ok()
+        .filter(|p| *p != 0)
+        .ok_or_else(|| {
+            Error::invalid_config(format!(
+                "Invalid {which} port number: {value} (must be 1-65535)"
+            ))
+        })
+}
+
+/// Validates one runtime mapping: ports 1–65535, tcp/udp/sctp, a parseable `hostIP`.
+pub fn validate_entry(e: &PortMapEntry) -> Result<Mapping> {
+    let container_port = port(e.container_port, "container")?;
+    let host_port = port(e.host_port, "host")?;
+    let protocol = Protocol::parse(&e.protocol).ok_or_else(|| {
+        Error::invalid_config(format!(
+            "unsupported protocol {:?} for host port {}: use tcp, udp or sctp",
+            e.protocol, e.host_port
+        ))
+    })?;
+    let host_ip = match e.host_ip.trim() {
+        "" => None,
+        s => Some(s.parse::<IpAddr>().map_err(|_| {
+            Error::invalid_config(format!(
+                "invalid hostIP {s:?} for host port {}",
+                e.host_port
+            ))
+        })?),
+    };
+    Ok(Mapping {
+        protocol,
+        host_port,
+        container_port,
+        host_ip,
+    })
+}
+
+/// The container's addresses portmap forwards to: the first IPv4 and the first IPv6 address
+/// of prevResult that belong to the sandbox interface `ifname` (or to no known interface), as
+/// the reference chooses them.
+pub fn container_addresses(result: &CniResult, ifname: &str) -> Vec<IpNet> {
+    let mut v4 = None;
+    let mut v6 = None;
+    for ip in &result.ips {
+        if let Some(idx) = ip.interface {
+            if let Some(iface) = result.interfaces.get(idx) {
+                let in_sandbox = iface.sandbox.as_deref().is_some_and(|s| !s.is_empty());
+                if iface.name != ifname || !in_sandbox {
+                    continue;
+                }
+            }
+        }
+        let slot = match ip.address {
+            IpNet::V4(_) => &mut v4,
+            IpNet::V6(_) => &mut v6,
+        };
+        if slot.is_none() {
+            *slot = Some(ip.address);
+        }
+    }
+    v4.into_iter().chain(v6).collect()
+}
+
+/// Error for ADD without prevResult, worded as the reference's.
+pub fn not_chained() -> Error {
+    Error::new(code::INVALID_CONFIG, "must be called as chained plugin").with_details(
+        "portmap needs the previous plugin's result (prevResult) to know the container's addresses",
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(h: i64, c: i64, p: &str, ip: &str) -> PortMapEntry {
+        PortMapEntry {
+            host_port: h,
+            container_port: c,
+            protocol: p.into(),
+            host_ip: ip.into(),
+        }
+    }
+
+    #[test]
+    fn ports_outside_range_are_invalid_config() {
+        for (h, c) in [(0, 80), (65536, 80), (-1, 80), (80, 0), (80, 70000)] {
+            let e = validate_entry(&entry(h, c, "tcp", "")).unwrap_err();
+            assert_eq!(e.code, 7, "{h}->{c}");
+        }
+    }
+
+    #[test]
+    fn unknown_protocol_is_invalid_config_and_case_is_ignored() {
+        assert_eq!(
+            validate_entry(&entry(80, 80, "icmp", "")).unwrap_err().code,
+            7
+        );
+        assert_eq!(validate_entry(&entry(80, 80, "", "")).unwrap_err().code, 7);
+        assert_eq!(
+            validate_entry(&entry(80, 80, "UDP", "")).unwrap().protocol,
+            Protocol::Udp
+        );
+    }
+
+    #[test]
+    fn host_ip_selects_family_and_unspecified_means_any_address() {
+        let m = validate_entry(&entry(80, 80, "tcp", "::")).unwrap();
+        assert!(m.applies_to(Family::V6) && !m.applies_to(Family::V4));
+        assert_eq!(m.destination(), None);
+        let m = validate_entry(&entry(80, 80, "tcp", "192.0.2.1")).unwrap();
+        assert_eq!(m.destination(), Some("192.0.2.1".parse().unwrap()));
+        assert!(validate_entry(&entry(80, 80, "tcp", ""))
+            .unwrap()
+            .applies_to(Family::V6));
+    }
+}

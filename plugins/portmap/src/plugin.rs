@@ -1,0 +1,353 @@
+//! The verbs.
+
+use crate::config::{container_addresses, not_chained, Mapping, PortMapConfig};
+use crate::rules::{dnat_chain_name, FamilyAttachment};
+use crate::state::{Claim, Owner, ProtocolName, State};
+use crate::{host, ipt, nft, sockets};
+use cni::{code, CniResult, Error, Request, Result};
+use firewall::{BackendKind, Family};
+use ipnet::IpNet;
+use std::collections::BTreeSet;
+
+/// The portmap plugin.
+pub struct Portmap;
+
+fn fam_num(f: Family) -> u8 {
+    match f {
+        Family::V4 => 4,
+        Family::V6 => 6,
+    }
+}
+
+fn family_of(n: u8) -> Family {
+    if n == 6 {
+        Family::V6
+    } else {
+        Family::V4
+    }
+}
+
+fn attachments<'a>(
+    conf: &'a PortMapConfig,
+    container_id: &'a str,
+    addrs: &[IpNet],
+) -> Vec<FamilyAttachment<'a>> {
+    addrs
+        .iter()
+        .map(|a| FamilyAttachment {
+            conf,
+            container_id,
+            family: match a {
+                IpNet::V4(_) => Family::V4,
+                IpNet::V6(_) => Family::V6,
+            },
+            container: *a,
+        })
+        .filter(|a| !a.mappings().is_empty())
+        .collect()
+}
+
+fn claims_of(att: &FamilyAttachment) -> Vec<Claim> {
+    att.mappings()
+        .iter()
+        .map(|m: &Mapping| Claim {
+            protocol: ProtocolName::from(m.protocol),
+            port: m.host_port,
+            family: fam_num(att.family),
+            addr: m.destination(),
+        })
+        .collect()
+}
+
+fn chain_exists(backend: BackendKind, family: Family, chain: &str) -> bool {
+    match backend {
+        BackendKind::Iptables => ipt::chain_exists(family, chain),
+        BackendKind::Nftables => nft::chain_exists(family, chain),
+    }
+}
+
+fn describe(c: &Claim) -> String {
+    let addr = c
+        .addr
+        .map(|a| a.to_string())
+        .unwrap_or_else(|| if c.family == 6 { "::" } else { "0.0.0.0" }.to_string());
+    format!("host port {}/{} on {addr}", c.port, c.protocol.as_str())
+}
+
+/// Refuses claims already held by another attachment's live rules or by a host socket.
+fn check_conflicts(state: &State, my_chain: &str, wanted: &[Claim]) -> Result<()> {
+    for w in wanted {
+        for (held, owner) in state.overlapping(w) {
+            if owner.chain == my_chain {
+                continue;
+            }
+            let backend = owner.backend_kind().unwrap_or(BackendKind::Iptables);
+            if !chain_exists(backend, held.family(), &owner.chain) {
+                // Stale: the rules are gone (flushed by hand, or the node rebooted).
+                state.forget(&owner.chain)?;
+                continue;
+            }
+            return Err(Error::new(
+                code::PORT_CONFLICT,
+                format!(
+                    "{} is already mapped to container {} (network {:?}): remove that mapping first, choose another host port, or set \"checkPortConflicts\": false",
+                    describe(w),
+                    owner.container_id,
+                    owner.network
+                ),
+            ));
+        }
+        if let Some((sock, holder)) = sockets::find_holder(w) {
+            let who = match holder {
+                Some((pid, name)) => format!("process {name} (pid {pid})"),
+                None => "a socket of an unknown process".to_string(),
+            };
+            return Err(Error::new(
+                code::PORT_CONFLICT,
+                format!(
+                    "{} is already bound by {who} on {}:{}: stop it, choose another host port, or set \"checkPortConflicts\": false",
+                    describe(w),
+                    sock.addr,
+                    sock.port
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Imports, once per namespace, the mappings the reference plugin installed before ferry ran.
+fn import_foreign(state: &State) -> Result<()> {
+    let known: Vec<String> = state.owners().into_iter().map(|o| o.chain).collect();
+    for family in [Family::V4, Family::V6] {
+        for owner in ipt::foreign_owners(family, &known).unwrap_or_default() {
+            let mut merged = state.owner(&owner.chain).unwrap_or_else(|| Owner {
+                claims: vec![],
+                families: vec![],
+                ..owner.clone()
+            });
+            merged.claims.extend(owner.claims);
+            merged.families.extend(owner.families);
+            state.record(&merged)?;
+        }
+    }
+    Ok(())
+}
+
+fn teardown(
+    backend: BackendKind,
+    family: Family,
+    network: &str,
+    container_id: &str,
+    conditions: &[String],
+) -> Result<bool> {
+    let chain = dnat_chain_name(network, container_id);
+    match backend {
+        BackendKind::Iptables => ipt::del(family, network, container_id, conditions),
+        BackendKind::Nftables => nft::del(family, &chain),
+    }
+}
+
+fn flush_udp(family: Family, ports: impl IntoIterator<Item = u16>) {
+    for port in ports.into_iter().collect::<BTreeSet<u16>>() {
+        if let Err(e) = host::flush_udp_conntrack(family, port) {
+            eprintln!("portmap: failed to delete stale UDP conntrack entries for port {port}: {e}");
+        }
+    }
+}
+
+/// Removes an attachment everywhere it may have rules; returns the UDP ports to flush.
+fn remove(state: &State, conf: &PortMapConfig, network: &str, container_id: &str) -> Result<()> {
+    let chain = dnat_chain_name(network, container_id);
+    let owner = state.owner(&chain);
+    let backend = owner
+        .as_ref()
+        .and_then(|o| o.backend_kind())
+        .unwrap_or(conf.backend);
+    let families: Vec<Family> = match &owner {
+        Some(o) if !o.families.is_empty() => o.families.iter().map(|f| family_of(*f)).collect(),
+        _ => vec![Family::V4, Family::V6],
+    };
+    for family in &families {
+        let known = owner
+            .as_ref()
+            .is_some_and(|o| o.families.contains(&fam_num(*family)));
+        match teardown(
+            backend,
+            *family,
+            network,
+            container_id,
+            conf.conditions(*family),
+        ) {
+            Ok(_) => {}
+            // A family without a working nat table cannot hold our rules (reference behaviour).
+            Err(_) if !known && *family == Family::V6 => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let mut udp: Vec<(Family, u16)> = conf
+        .mappings
+        .iter()
+        .filter(|m| m.protocol == firewall::Protocol::Udp)
+        .flat_map(|m| {
+            families
+                .iter()
+                .filter(|f| m.applies_to(**f))
+                .map(|f| (*f, m.host_port))
+        })
+        .collect();
+    if let Some(o) = &owner {
+        udp.extend(
+            o.claims
+                .iter()
+                .filter(|c| c.protocol == ProtocolName::Udp)
+                .map(|c| (c.family(), c.port)),
+        );
+    }
+    for family in [Family::V4, Family::V6] {
+        flush_udp(
+            family,
+            udp.iter().filter(|(f, _)| *f == family).map(|(_, p)| *p),
+        );
+    }
+    state.forget(&chain)
+}
+
+impl cni::Plugin for Portmap {
+    fn add(&self, req: &Request) -> Result<CniResult> {
+        let conf = PortMapConfig::from_netconf(&req.conf)
+            .map_err(|e| e.context("failed to parse config"))?;
+        let prev = req.conf.prev_result()?.ok_or_else(not_chained)?;
+        if conf.mappings.is_empty() {
+            return Ok(prev);
+        }
+        let id = req.env.container_id.as_str();
+        let addrs = container_addresses(&prev, &req.env.ifname);
+        let atts = attachments(&conf, id, &addrs);
+        if atts.is_empty() {
+            return Ok(prev);
+        }
+        let chain = dnat_chain_name(&conf.network, id);
+        let state = State::open()?;
+        if state.owner(&chain).is_some() {
+            // A repeated ADD: start from a clean slate rather than doubling rules.
+            remove(&state, &conf, &conf.network, id)?;
+        }
+        let claims: Vec<Claim> = atts.iter().flat_map(claims_of).collect();
+        if conf.check_port_conflicts {
+            if state.fresh {
+                import_foreign(&state)?;
+            }
+            check_conflicts(&state, &chain, &claims)?;
+        }
+        let mut done: Vec<Family> = Vec::new();
+        for att in &atts {
+            let installed = match conf.backend {
+                BackendKind::Iptables => ipt::add(att),
+                BackendKind::Nftables => nft::add(att),
+            };
+            if let Err(e) = installed {
+                for f in done {
+                    let _ = teardown(conf.backend, f, &conf.network, id, conf.conditions(f));
+                }
+                let _ = teardown(
+                    conf.backend,
+                    att.family,
+                    &conf.network,
+                    id,
+                    conf.conditions(att.family),
+                );
+                return Err(e.context(format!("container {id}")));
+            }
+            done.push(att.family);
+        }
+        state.record(&Owner {
+            chain: chain.clone(),
+            network: conf.network.clone(),
+            container_id: id.to_string(),
+            backend: conf.backend.as_str().to_string(),
+            families: done.iter().map(|f| fam_num(*f)).collect(),
+            foreign: false,
+            claims,
+        })?;
+        for att in &atts {
+            if let (true, IpNet::V4(v4)) = (conf.snat, att.container) {
+                host::enable_route_localnet(v4.addr())?;
+            }
+            // After the rules are in place, so new datagrams take them.
+            flush_udp(
+                att.family,
+                att.mappings()
+                    .iter()
+                    .filter(|m| m.protocol == firewall::Protocol::Udp)
+                    .map(|m| m.host_port),
+            );
+        }
+        Ok(prev)
+    }
+
+    fn del(&self, req: &Request) -> Result<()> {
+        let conf = PortMapConfig::from_netconf(&req.conf)
+            .map_err(|e| e.context("failed to parse config"))?;
+        let state = State::open()?;
+        remove(&state, &conf, &conf.network, &req.env.container_id)
+    }
+
+    fn check(&self, req: &Request) -> Result<()> {
+        let conf = PortMapConfig::from_netconf(&req.conf)?;
+        let prev = req
+            .conf
+            .prev_result()?
+            .ok_or_else(|| Error::invalid_config("Required prevResult missing"))?;
+        let addrs = container_addresses(&prev, &req.env.ifname);
+        // Only the families the container has an address in: an IPv4-only network passes.
+        for att in attachments(&conf, &req.env.container_id, &addrs) {
+            match conf.backend {
+                BackendKind::Iptables => ipt::check(&att)?,
+                BackendKind::Nftables => nft::check(&att)?,
+            }
+        }
+        Ok(())
+    }
+
+    fn gc(&self, req: &Request) -> Result<()> {
+        let conf = PortMapConfig::from_netconf(&req.conf)?;
+        let Some(valid) = req.conf.valid_attachments()? else {
+            return Ok(());
+        };
+        let valid: BTreeSet<String> = valid.into_iter().map(|a| a.container_id).collect();
+        let state = State::open()?;
+        let mut stale: BTreeSet<String> = state
+            .owners()
+            .into_iter()
+            .filter(|o| o.network == conf.network && !valid.contains(&o.container_id))
+            .map(|o| o.container_id)
+            .collect();
+        if conf.backend == BackendKind::Iptables {
+            for family in [Family::V4, Family::V6] {
+                for (net, id, _) in ipt::attachments(family).unwrap_or_default() {
+                    if net == conf.network && !valid.contains(&id) {
+                        stale.insert(id);
+                    }
+                }
+            }
+        }
+        let mut errors = Vec::new();
+        for id in stale {
+            if let Err(e) = remove(&state, &conf, &conf.network, &id) {
+                errors.push(format!("container {id}: {}", e.msg));
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::new(
+                code::FIREWALL,
+                format!(
+                    "GC could not remove every stale mapping: {}",
+                    errors.join("; ")
+                ),
+            ))
+        }
+    }
+}

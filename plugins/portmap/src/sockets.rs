@@ -1,0 +1,176 @@
+//! Host processes holding a port: `/proc/net/{tcp,udp}{,6}` and `/proc/<pid>/fd`.
+
+use crate::state::{Claim, ProtocolName};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+/// A bound socket from `/proc/net/*`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BoundSocket {
+    /// Local address.
+    pub addr: IpAddr,
+    /// Local port.
+    pub port: u16,
+    /// Socket inode (to find the owning process).
+    pub inode: u64,
+}
+
+/// TCP state LISTEN in `/proc/net/tcp`.
+const TCP_LISTEN: &str = "0A";
+/// UDP "state" of a bound, unconnected socket.
+const UDP_UNCONNECTED: &str = "07";
+
+/// Parses one `/proc/net/{tcp,udp}{,6}` table, keeping listening TCP sockets or bound UDP
+/// sockets.
+pub fn parse_proc_net(text: &str, tcp: bool) -> Vec<BoundSocket> {
+    let wanted_state = if tcp { TCP_LISTEN } else { UDP_UNCONNECTED };
+    text.lines()
+        .skip(1)
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() < 10 || f[3] != wanted_state {
+                return None;
+            }
+            let (addr_hex, port_hex) = f[1].split_once(':')?;
+            Some(BoundSocket {
+                addr: parse_hex_addr(addr_hex)?,
+                port: u16::from_str_radix(port_hex, 16).ok()?,
+                inode: f[9].parse().ok()?,
+            })
+        })
+        .collect()
+}
+
+/// `/proc/net` prints addresses as native-endian 32-bit words in hex.
+fn parse_hex_addr(hex: &str) -> Option<IpAddr> {
+    match hex.len() {
+        8 => Some(IpAddr::V4(Ipv4Addr::from(
+            u32::from_str_radix(hex, 16).ok()?.to_ne_bytes(),
+        ))),
+        32 => {
+            let mut bytes = [0u8; 16];
+            for i in 0..4 {
+                let word = u32::from_str_radix(&hex[i * 8..i * 8 + 8], 16).ok()?;
+                bytes[i * 4..i * 4 + 4].copy_from_slice(&word.to_ne_bytes());
+            }
+            let v6 = Ipv6Addr::from(bytes);
+            // A v4-mapped address is an IPv4 socket on a dual-stack listener.
+            Some(match v6.to_ipv4_mapped() {
+                Some(v4) => IpAddr::V4(v4),
+                None => IpAddr::V6(v6),
+            })
+        }
+        _ => None,
+    }
+}
+
+/// True when a socket bound to `addr` would receive traffic the claim redirects.
+/// A `::` listener also accepts IPv4 unless it is IPV6_V6ONLY, which /proc does not show,
+/// so it counts for both families.
+fn socket_overlaps(claim: &Claim, addr: IpAddr) -> bool {
+    let same_family = matches!(
+        (claim.family, addr),
+        (4, IpAddr::V4(_)) | (6, IpAddr::V6(_))
+    );
+    let dual_stack_any = addr == IpAddr::V6(Ipv6Addr::UNSPECIFIED);
+    if !same_family && !dual_stack_any {
+        return false;
+    }
+    match claim.addr {
+        None => true,
+        Some(want) => addr.is_unspecified() || addr == want,
+    }
+}
+
+/// A host socket in the way of `claim`: (address, pid and process name when found).
+pub fn find_holder(claim: &Claim) -> Option<(BoundSocket, Option<(u32, String)>)> {
+    let (tcp, base) = match claim.protocol {
+        ProtocolName::Tcp => (true, "tcp"),
+        ProtocolName::Udp => (false, "udp"),
+        // SCTP endpoints live in /proc/net/sctp/eps with another layout; not checked.
+        ProtocolName::Sctp => return None,
+    };
+    for file in [format!("/proc/net/{base}"), format!("/proc/net/{base}6")] {
+        let Ok(text) = std::fs::read_to_string(&file) else {
+            continue;
+        };
+        if let Some(s) = parse_proc_net(&text, tcp)
+            .into_iter()
+            .find(|s| s.port == claim.port && socket_overlaps(claim, s.addr))
+        {
+            let holder = process_of_inode(s.inode);
+            return Some((s, holder));
+        }
+    }
+    None
+}
+
+/// The process with a descriptor on socket `inode` (scans `/proc/*/fd`; only runs when a
+/// conflict was found).
+pub fn process_of_inode(inode: u64) -> Option<(u32, String)> {
+    let target = format!("socket:[{inode}]");
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(fds) = std::fs::read_dir(entry.path().join("fd")) else {
+            continue;
+        };
+        for fd in fds.flatten() {
+            if std::fs::read_link(fd.path()).is_ok_and(|l| l.as_os_str() == target.as_str()) {
+                let name = std::fs::read_to_string(entry.path().join("comm"))
+                    .map(|s| s.trim().to_string())
+                    .unwrap_or_else(|_| "?".into());
+                return Some((pid, name));
+            }
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_listening_tcp_and_v4_mapped() {
+        let v4 = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n   0: 0100007F:55F0 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 12345 1\n   1: 0100007F:55F1 0100007F:1234 01 00000000:00000000 00:00000000 00000000     0        0 999 1\n";
+        let s = parse_proc_net(v4, true);
+        assert_eq!(
+            s,
+            vec![BoundSocket {
+                addr: "127.0.0.1".parse().unwrap(),
+                port: 22000,
+                inode: 12345
+            }]
+        );
+        let v6 = "header\n   0: 00000000000000000000000000000000:1F90 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 777 1\n";
+        let s = parse_proc_net(v6, true);
+        assert_eq!(s[0].addr, "::".parse::<IpAddr>().unwrap());
+        assert_eq!(s[0].port, 8080);
+    }
+
+    #[test]
+    fn overlap_rules() {
+        let c = |family, addr: Option<&str>| Claim {
+            protocol: ProtocolName::Tcp,
+            port: 1,
+            family,
+            addr: addr.map(|a| a.parse().unwrap()),
+        };
+        assert!(socket_overlaps(&c(4, None), "127.0.0.1".parse().unwrap()));
+        assert!(socket_overlaps(
+            &c(4, Some("192.0.2.1")),
+            "0.0.0.0".parse().unwrap()
+        ));
+        assert!(!socket_overlaps(
+            &c(4, Some("192.0.2.1")),
+            "192.0.2.2".parse().unwrap()
+        ));
+        assert!(socket_overlaps(&c(4, None), "::".parse().unwrap()));
+        assert!(!socket_overlaps(&c(6, None), "0.0.0.0".parse().unwrap()));
+    }
+}

@@ -355,7 +355,9 @@ impl Harness {
                             for p in f.violations {
                                 shape_bad.push(format!("{}: {p} in {}", o.verb, v));
                             }
-                            shape_warn += f.warnings.len();
+                            if o.request_version.is_some() {
+                                shape_warn += f.warnings.len();
+                            }
                         }
                         _ => {
                             exit_warn.push(what.clone());

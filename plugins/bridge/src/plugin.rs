@@ -640,6 +640,22 @@ impl Plugin for BridgePlugin {
                 "bridge GC: no cni.dev/valid-attachments in the request; removing no ipMasq rules"
             ),
         }
+        if conf.isolate {
+            // isolation rules of bridges that no longer exist protect nothing
+            match (isolation::list(), Netlink::current()) {
+                (Ok(bridges), Ok(host)) => {
+                    for b in bridges {
+                        if matches!(host.link_by_name(&b), Ok(None)) {
+                            if let Err(e) = isolation::remove(&b) {
+                                errs.push(fw_err(e));
+                            }
+                        }
+                    }
+                }
+                (Err(e), _) => errs.push(fw_err(e)),
+                (_, Err(e)) => errs.push(nl_err(e)),
+            }
+        }
         if conf.is_layer3() {
             if let Err(e) = invoke::delegate_gc(&conf.ipam_type, req) {
                 errs.push(e);

@@ -111,14 +111,25 @@ pub fn render_ensure(bridge: &str, network: &str, st: &IsolationState) -> Option
     }
 }
 
-/// iptables-restore --noflush input removing `bridge`'s rules; `None` when there are none.
+/// iptables-restore --noflush input removing `bridge`'s rules, and the chains and the
+/// FORWARD jump too when no other bridge still isolates; `None` when nothing is there.
 pub fn render_remove(bridge: &str, st: &IsolationState) -> Option<String> {
-    let body: String = st
+    let (mine, others): (Vec<_>, Vec<_>) = st
         .rules
         .iter()
-        .filter(|(_, s)| mentions_bridge(s, bridge))
-        .map(|(c, s)| format!("-D {c} {s}\n"))
-        .collect();
+        .partition(|(_, s)| mentions_bridge(s, bridge));
+    let mut body: String = mine.iter().map(|(c, s)| format!("-D {c} {s}\n")).collect();
+    if others.is_empty() && (st.stage1 || st.stage2 || st.forward_jump) {
+        if st.forward_jump {
+            body.push_str(&format!("-D FORWARD -j {STAGE1}\n"));
+        }
+        if st.stage1 {
+            body.push_str(&format!("-X {STAGE1}\n"));
+        }
+        if st.stage2 {
+            body.push_str(&format!("-X {STAGE2}\n"));
+        }
+    }
     if body.is_empty() {
         None
     } else {
@@ -234,5 +245,14 @@ mod tests {
         assert_eq!(rm.lines().filter(|l| l.starts_with("-D ")).count(), 2);
         assert!(!rm.contains("fbrfront"));
         assert_eq!(render_remove("fbrother", &st), None);
+        let last = parse_state(
+            "*filter\n:FERRY-ISOLATION-1 - [0:0]\n:FERRY-ISOLATION-2 - [0:0]\n-A FORWARD -j FERRY-ISOLATION-1\n\
+-A FERRY-ISOLATION-2 -o fbrback -m comment --comment \"ferry isolate net: backend\" -j DROP\nCOMMIT\n",
+        );
+        assert_eq!(
+            render_remove("fbrback", &last).unwrap(),
+            "*filter\n-D FERRY-ISOLATION-2 -o fbrback -m comment --comment \"ferry isolate net: backend\" -j DROP\n\
+-D FORWARD -j FERRY-ISOLATION-1\n-X FERRY-ISOLATION-1\n-X FERRY-ISOLATION-2\nCOMMIT\n"
+        );
     }
 }

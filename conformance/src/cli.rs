@@ -93,7 +93,7 @@ pub fn main() -> i32 {
         .file_name()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default();
-    if base.starts_with("spy-") {
+    if base.starts_with("spy-") || std::env::var_os(crate::spy::SCRIPT_ENV).is_some() {
         crate::spy::main(&argv0);
     }
     let cli = Cli::parse();

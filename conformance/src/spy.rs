@@ -24,6 +24,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The environment variable that names the log when the config does not.
 pub const LOG_ENV: &str = "FERRY_SPY_LOG";
+/// A script (the `"spy"` object) in the environment, for spies that stand in for a real
+/// plugin name: a wrapper script sets it and execs `ferry` (which then acts as a spy).
+pub const SCRIPT_ENV: &str = "FERRY_SPY_SCRIPT";
 /// The file name of the default log, beside the spy's own path.
 pub const DEFAULT_LOG: &str = "spy.jsonl";
 
@@ -141,7 +144,15 @@ pub fn main(argv0: &str) -> ! {
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default();
     let conf: Map<String, Value> = serde_json::from_slice(&stdin).unwrap_or_default();
-    let spy = conf.get("spy").cloned().unwrap_or(Value::Null);
+    let spy = conf
+        .get("spy")
+        .cloned()
+        .or_else(|| {
+            std::env::var(SCRIPT_ENV)
+                .ok()
+                .and_then(|s| serde_json::from_str(&s).ok())
+        })
+        .unwrap_or(Value::Null);
     let script = spy
         .get("byName")
         .and_then(|b| b.get(&name))

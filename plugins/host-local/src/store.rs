@@ -676,3 +676,103 @@ impl AsFd for DiskStore {
         self.dir.as_fd()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn reserve_is_exclusive_and_writes_the_reference_format() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut s = DiskStore::open(tmp.path(), "fhlunit", 1).unwrap();
+        let o = Owner::new("c1", "eth0");
+        assert!(s.reserve(ip("10.213.64.2"), &o).unwrap());
+        assert!(!s
+            .reserve(ip("10.213.64.2"), &Owner::new("c2", "eth0"))
+            .unwrap());
+        let content = std::fs::read(tmp.path().join("fhlunit/10.213.64.2")).unwrap();
+        assert_eq!(content, b"c1\r\neth0");
+        assert_eq!(s.holder(ip("10.213.64.2")).unwrap(), Some(Holder::Owner(o)));
+        assert_eq!(names(&tmp.path().join("fhlunit")), ["10.213.64.2", "lock"]);
+    }
+
+    #[test]
+    fn named_temp_fallback_leaves_nothing_behind() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut s = DiskStore::open(tmp.path(), "fhlunit", 1).unwrap();
+        s.tmpfile_supported = false;
+        let o = Owner::new("c1", "eth0");
+        assert!(s.reserve(ip("fd00:213:64::2"), &o).unwrap());
+        assert!(!s.reserve(ip("fd00:213:64::2"), &o).unwrap());
+        s.set_last_reserved(0, ip("fd00:213:64::2")).unwrap();
+        assert_eq!(s.last_reserved(0), Some(ip("fd00:213:64::2")));
+        assert_eq!(
+            names(&tmp.path().join("fhlunit")),
+            ["fd00:213:64::2", "last_reserved_ip.0", "lock"]
+        );
+    }
+
+    #[test]
+    fn hints_find_leases_and_are_verified() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut s = DiskStore::open(tmp.path(), "fhlunit", 2).unwrap();
+        let o = Owner::new("c1", "eth0");
+        s.reserve(ip("10.213.64.2"), &o).unwrap();
+        s.reserve(ip("fd00:213:64::2"), &o).unwrap();
+        s.record_hints(&o, &[(0, ip("10.213.64.2")), (1, ip("fd00:213:64::2"))]);
+        assert_eq!(
+            s.known_leases_of(&o).unwrap(),
+            [ip("10.213.64.2"), ip("fd00:213:64::2")]
+        );
+        // A lease taken over by someone else (reference DEL + ADD) is not trusted.
+        std::fs::write(tmp.path().join("fhlunit/10.213.64.2"), "c9\r\neth0").unwrap();
+        assert_eq!(s.known_leases_of(&o).unwrap(), [ip("fd00:213:64::2")]);
+        assert_eq!(s.release_owner(&o).unwrap(), [ip("fd00:213:64::2")]);
+        assert!(tmp.path().join("fhlunit/10.213.64.2").exists());
+        assert_eq!(names(&tmp.path().join("fhlunit/.ferry-owners")).len(), 0);
+    }
+
+    #[test]
+    fn release_without_hint_scans_with_the_reference_two_passes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut s = DiskStore::open(tmp.path(), "fhlunit", 1).unwrap();
+        let dir = tmp.path().join("fhlunit");
+        std::fs::write(dir.join("10.213.64.5"), "c1\r\neth0").unwrap();
+        std::fs::write(dir.join("10.213.64.6"), "c1").unwrap();
+        std::fs::write(dir.join("10.213.64.7"), "c1\r\neth1").unwrap();
+        let o = Owner::new("c1", "eth0");
+        assert_eq!(s.release_owner(&o).unwrap(), [ip("10.213.64.5")]);
+        // Second pass: only the ID-only file remains for eth0.
+        assert_eq!(s.release_owner(&o).unwrap(), [ip("10.213.64.6")]);
+        assert!(s.release_owner(&o).unwrap().is_empty());
+        assert!(dir.join("10.213.64.7").exists());
+    }
+
+    #[test]
+    fn status_counts_only_allocatable_addresses() {
+        let tmp = tempfile::tempdir().unwrap();
+        let spec = crate::range::RangeSpec {
+            subnet: Some("10.213.64.0/30".into()),
+            ..Default::default()
+        };
+        let sets = [RangeSet::from_specs(&[spec], "s").unwrap()];
+        let mut s = DiskStore::open(tmp.path(), "fhlunit", 1).unwrap();
+        assert!(s.exhausted_sets(&sets).unwrap().is_empty());
+        s.reserve(ip("10.213.64.2"), &Owner::new("c1", "eth0"))
+            .unwrap();
+        assert_eq!(s.exhausted_sets(&sets).unwrap().len(), 1);
+    }
+}

@@ -78,7 +78,11 @@ impl Plugin for HostLocal {
 
     fn del(&self, req: &Request) -> Result<()> {
         let conf = config_without_args(req)?;
-        let mut store = DiskStore::open(&conf.data_dir, &conf.network, conf.sets.len())?;
+        let Some(mut store) =
+            DiskStore::open_existing(&conf.data_dir, &conf.network, conf.sets.len())?
+        else {
+            return Ok(()); // never allocated here: nothing to release
+        };
         store.release_owner(&owner_of(req))?;
         Ok(())
     }
@@ -86,8 +90,11 @@ impl Plugin for HostLocal {
     fn check(&self, req: &Request) -> Result<()> {
         let conf = config_without_args(req)?;
         let owner = owner_of(req);
-        let mut store = DiskStore::open(&conf.data_dir, &conf.network, conf.sets.len())?;
-        let held = store.find_owner(&owner)?;
+        let store = DiskStore::open_existing(&conf.data_dir, &conf.network, conf.sets.len())?;
+        let held = match store {
+            Some(mut store) => store.find_owner(&owner)?,
+            None => Vec::new(),
+        };
         if held.is_empty() {
             return Err(Error::new(
                 code::UNKNOWN_CONTAINER,
@@ -99,7 +106,7 @@ impl Plugin for HostLocal {
             .with_details(format!(
                 "no reservation for ifname {} in {}",
                 owner.ifname,
-                store.path().display()
+                conf.data_dir.join(&conf.network).display()
             )));
         }
         // Every address prevResult claims from our ranges must still be reserved for us.
@@ -131,7 +138,11 @@ impl Plugin for HostLocal {
             return Ok(());
         };
         let conf = config_without_args(req)?;
-        let mut store = DiskStore::open(&conf.data_dir, &conf.network, conf.sets.len())?;
+        let Some(mut store) =
+            DiskStore::open_existing(&conf.data_dir, &conf.network, conf.sets.len())?
+        else {
+            return Ok(());
+        };
         let report = store.gc(&valid)?;
         if !report.skipped.is_empty() {
             eprintln!(
@@ -146,7 +157,10 @@ impl Plugin for HostLocal {
 
     fn status(&self, req: &Request) -> Result<()> {
         let conf = config_without_args(req)?;
-        let store = DiskStore::open(&conf.data_dir, &conf.network, conf.sets.len())?;
+        let Some(store) = DiskStore::open_existing(&conf.data_dir, &conf.network, conf.sets.len())?
+        else {
+            return Ok(()); // nothing reserved yet
+        };
         let full = store.exhausted_sets(&conf.sets)?;
         if let Some(first) = full.first() {
             let names: Vec<String> = full.iter().map(|s| format!("{} ({s})", s.field)).collect();

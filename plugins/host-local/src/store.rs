@@ -103,41 +103,80 @@ impl DiskStore {
     /// range sets (one owner hint per set). Errors are code 5 naming the path, except a
     /// network name that would escape `data_dir` (code 7, refused before any path is built).
     pub fn open(data_dir: &Path, network: &str, hint_slots: usize) -> Result<DiskStore> {
-        check_network_name(network)?;
-        let path = data_dir.join(network);
-        std::fs::create_dir_all(data_dir).map_err(|e| {
+        Self::open_inner(data_dir, network, hint_slots, true)?.ok_or_else(|| {
             Error::new(
                 code::IO,
                 format!(
-                    "creating dataDir {}: {e}; set ipam.dataDir to a writable directory",
-                    data_dir.display()
+                    "{} vanished while opening it",
+                    data_dir.join(network).display()
                 ),
             )
-        })?;
-        let parent = nix::fcntl::open(
+        })
+    }
+
+    /// Like [`DiskStore::open`] but creates nothing: `Ok(None)` when the network directory
+    /// does not exist (DEL, CHECK, GC, STATUS have nothing to do there — and must not fail
+    /// because a read-only or missing dataDir cannot be created).
+    pub fn open_existing(
+        data_dir: &Path,
+        network: &str,
+        hint_slots: usize,
+    ) -> Result<Option<DiskStore>> {
+        Self::open_inner(data_dir, network, hint_slots, false)
+    }
+
+    fn open_inner(
+        data_dir: &Path,
+        network: &str,
+        hint_slots: usize,
+        create: bool,
+    ) -> Result<Option<DiskStore>> {
+        check_network_name(network)?;
+        let path = data_dir.join(network);
+        if create {
+            std::fs::create_dir_all(data_dir).map_err(|e| {
+                Error::new(
+                    code::IO,
+                    format!(
+                        "creating dataDir {}: {e}; set ipam.dataDir to a writable directory",
+                        data_dir.display()
+                    ),
+                )
+            })?;
+        }
+        let parent = match nix::fcntl::open(
             data_dir,
             OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_CLOEXEC,
             Mode::empty(),
-        )
-        .map_err(|e| io_err(format!("opening dataDir {}", data_dir.display()), e))?;
-        match mkdirat(&parent, network, Mode::from_bits_truncate(0o755)) {
-            Ok(()) | Err(Errno::EEXIST) => {}
-            Err(e) => {
-                return Err(io_err(
-                    format!(
-                        "creating {}; set ipam.dataDir to a writable directory",
-                        path.display()
-                    ),
-                    e,
-                ))
+        ) {
+            Ok(fd) => fd,
+            // ENOTDIR: a path component is a file, so nothing can have been reserved there.
+            Err(Errno::ENOENT | Errno::ENOTDIR) if !create => return Ok(None),
+            Err(e) => return Err(io_err(format!("opening dataDir {}", data_dir.display()), e)),
+        };
+        if create {
+            match mkdirat(&parent, network, Mode::from_bits_truncate(0o755)) {
+                Ok(()) | Err(Errno::EEXIST) => {}
+                Err(e) => {
+                    return Err(io_err(
+                        format!(
+                            "creating {}; set ipam.dataDir to a writable directory",
+                            path.display()
+                        ),
+                        e,
+                    ))
+                }
             }
         }
-        let dir = openat(
+        let dir = match openat(
             &parent,
             network,
             OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
             Mode::empty(),
-        )
+        ) {
+            Err(Errno::ENOENT) if !create => return Ok(None),
+            other => other,
+        }
         .map_err(|e| match e {
             Errno::ELOOP | Errno::ENOTDIR => Error::new(
                 code::IO,
@@ -183,7 +222,7 @@ impl DiskStore {
                 Err((_, e)) => return Err(io_err(format!("locking {}", lock_path.display()), e)),
             }
         };
-        Ok(DiskStore {
+        Ok(Some(DiskStore {
             dir,
             path,
             hints: None,
@@ -191,7 +230,7 @@ impl DiskStore {
             spare_tmpfile: None,
             tmpfile_supported: true,
             _lock: lock,
-        })
+        }))
     }
 
     /// The network directory (for messages and tests).
@@ -341,10 +380,15 @@ impl DiskStore {
             .map_err(|e| io_err(format!("writing {}", self.name_path(name)), e))
     }
 
-    fn hint_name(owner: &Owner, slot: usize) -> String {
+    /// The owner part of a hint name: a hash, because IDs can be long and ifnames may hold
+    /// characters that are awkward in file names.
+    fn hint_prefix(owner: &Owner) -> String {
         let digest = Sha256::digest(owner.lease_contents().as_bytes());
-        let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
-        format!("{hex}.{slot}")
+        digest[..16].iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    fn hint_name(owner: &Owner, slot: usize) -> String {
+        format!("{}.{slot}", Self::hint_prefix(owner))
     }
 
     /// The addresses named by `owner`'s hints (unverified), with the hint names.
@@ -424,7 +468,12 @@ impl DiskStore {
                 });
                 continue;
             }
-            match self.read_entry(name)? {
+            // One unreadable entry must not stop a DEL or GC of everything else.
+            let entry = self.read_entry(name).unwrap_or_else(|e| {
+                eprintln!("host-local: skipping {name}: {}", e.msg);
+                Entry::NotRegular
+            });
+            match entry {
                 Entry::Absent => {}
                 Entry::NotRegular => out.push(ScannedLease {
                     ip: canonical(ip),
@@ -533,13 +582,7 @@ impl DiskStore {
             }
         }
         // Hints of owners that are gone, and temp files of crashed runs.
-        let valid_hint_prefixes: HashSet<String> = owners
-            .iter()
-            .map(|o| {
-                let n = Self::hint_name(o, 0);
-                n[..n.len() - 2].to_string()
-            })
-            .collect();
+        let valid_hint_prefixes: HashSet<String> = owners.iter().map(Self::hint_prefix).collect();
         if let Some(hints) = self.hint_dir(false)? {
             let hints_path = PathBuf::from(format!("/proc/self/fd/{}", hints.as_raw_fd()));
             if let Ok(listing) = std::fs::read_dir(hints_path) {

@@ -389,3 +389,23 @@ fn status_is_50_when_the_range_is_exhausted() {
     run(FERRY, "STATUS", "", "", &conf).ok();
     run(FERRY, "ADD", "c2", "eth0", &conf).ok();
 }
+
+#[test]
+fn verbs_other_than_add_create_nothing_and_del_succeeds_without_a_data_dir() {
+    let net = Net::new("fhlnodir");
+    let mut conf = net.simple("1.1.0", "10.213.64.0/24");
+    // Under a regular file: cannot exist, cannot be created.
+    let blocker = net.tmp.path().join("file");
+    std::fs::write(&blocker, "x").unwrap();
+    for data_dir in [net.data_dir(), blocker.join("data")] {
+        conf["ipam"]["dataDir"] = json!(data_dir);
+        run(FERRY, "DEL", "c1", "eth0", &conf).ok();
+        run(FERRY, "STATUS", "", "", &conf).ok();
+        let mut gc = conf.clone();
+        gc["cni.dev/valid-attachments"] = json!([]);
+        run(FERRY, "GC", "", "", &gc).ok();
+        let (code, _) = run(FERRY, "CHECK", "c1", "eth0", &conf).err();
+        assert_eq!(code, 3);
+        assert!(!data_dir.exists(), "{data_dir:?} must not be created");
+    }
+}

@@ -27,6 +27,14 @@ fn fw_err(e: firewall::Error) -> Error {
     Error::new(e.code, e.msg).with_details(e.details)
 }
 
+/// What the host side of ADD created.
+struct Links {
+    br: Link,
+    host_veth: String,
+    hv: Link,
+    cv: Link,
+}
+
 /// Undo steps of a half-done ADD, run newest first on drop unless disarmed.
 struct Undo<'a> {
     steps: Vec<Box<dyn FnOnce() + 'a>>,
@@ -184,55 +192,32 @@ impl BridgePlugin {
             ));
         }
         let host = Netlink::current().map_err(nl_err)?;
-        let br = host
-            .ensure_bridge(
-                &conf.bridge,
-                conf.mtu,
-                conf.promisc_mode,
-                conf.vlan_filtering(),
-            )
-            .map_err(|e| nl_err(e).context(format!("failed to create bridge {:?}", conf.bridge)))?;
-        // The reference disables router advertisements on its bridges: it owns their routes.
-        let _ = sysctl::ensure(&format!("net/ipv6/conf/{}/accept_ra", conf.bridge), "0");
-
         let mut undo = Undo::new();
-        let host_veth = create_veth(&host, &ns, ifname, conf, br.index)?;
-        {
-            let host = &host;
-            let name = host_veth.clone();
-            undo.push(move || {
-                let _ = host.del_link_by_name(&name);
+        // IPAM runs in parallel with the link work: it is a separate process that does not
+        // depend on the links, so ADD costs max(IPAM, netlink) instead of their sum.
+        let (links, ipam) = std::thread::scope(|s| {
+            let ipam = conf
+                .is_layer3()
+                .then(|| s.spawn(|| invoke::delegate_add(&conf.ipam_type, req)));
+            let links = self.add_links(&host, &ns, &cont, ifname, conf, &mut undo);
+            let ipam = ipam.map(|t| {
+                t.join()
+                    .unwrap_or_else(|_| Err(Error::internal("IPAM thread panicked")))
+            });
+            (links, ipam)
+        });
+        if let Some(Ok(_)) = &ipam {
+            undo.push(|| {
+                let _ = invoke::delegate_del(&conf.ipam_type, req);
             });
         }
-        let hv = host
-            .link_by_name(&host_veth)
-            .map_err(nl_err)?
-            .ok_or_else(|| Error::internal(format!("veth {host_veth} vanished after creation")))?;
-        if conf.hairpin_mode || conf.port_isolation {
-            host.set_bridge_port(
-                hv.index,
-                conf.hairpin_mode.then_some(true),
-                conf.port_isolation.then_some(true),
-            )
-            .map_err(|e| {
-                nl_err(e).context(format!("failed to set bridge port options on {host_veth}"))
-            })?;
-        }
-        if conf.vlan_filtering() {
-            if !conf.preserve_default_vlan {
-                let _ = host.bridge_vlan_del(hv.index, 1);
-            }
-            if conf.vlan != 0 {
-                host.bridge_vlan_add(hv.index, conf.vlan, true)
-                    .map_err(nl_err)?;
-            }
-            for v in &conf.vlans {
-                host.bridge_vlan_add(hv.index, *v, false).map_err(nl_err)?;
-            }
-        }
-        let cv = cont.link_by_name(ifname).map_err(nl_err)?.ok_or_else(|| {
-            Error::internal(format!("{ifname} missing in the netns after creation"))
-        })?;
+        let Links {
+            br,
+            host_veth,
+            hv,
+            cv,
+        } = links?;
+        let ipam = ipam.transpose()?;
 
         let mut result = CniResult {
             interfaces: vec![
@@ -256,11 +241,7 @@ impl BridgePlugin {
             ..Default::default()
         };
 
-        if conf.is_layer3() {
-            let ipam = invoke::delegate_add(&conf.ipam_type, req)?;
-            undo.push(|| {
-                let _ = invoke::delegate_del(&conf.ipam_type, req);
-            });
+        if let Some(ipam) = ipam {
             result.ips = ipam.ips;
             result.routes = ipam.routes;
             result.dns = ipam.dns;
@@ -331,6 +312,72 @@ impl BridgePlugin {
         }
         undo.disarm();
         Ok(result)
+    }
+
+    /// Host side of ADD: bridge, veth pair (container end created in the netns), port
+    /// options. Registers the veth's removal in `undo` as soon as it exists.
+    fn add_links<'a>(
+        &self,
+        host: &'a Netlink,
+        ns: &Netns,
+        cont: &Netlink,
+        ifname: &str,
+        conf: &BridgeConf,
+        undo: &mut Undo<'a>,
+    ) -> Result<Links> {
+        let br = host
+            .ensure_bridge(
+                &conf.bridge,
+                conf.mtu,
+                conf.promisc_mode,
+                conf.vlan_filtering(),
+            )
+            .map_err(|e| nl_err(e).context(format!("failed to create bridge {:?}", conf.bridge)))?;
+        // The reference disables router advertisements on its bridges: it owns their routes.
+        let _ = sysctl::ensure(&format!("net/ipv6/conf/{}/accept_ra", conf.bridge), "0");
+
+        let host_veth = create_veth(host, ns, ifname, conf, br.index)?;
+        {
+            let name = host_veth.clone();
+            undo.push(move || {
+                let _ = host.del_link_by_name(&name);
+            });
+        }
+        let hv = host
+            .link_by_name(&host_veth)
+            .map_err(nl_err)?
+            .ok_or_else(|| Error::internal(format!("veth {host_veth} vanished after creation")))?;
+        if conf.hairpin_mode || conf.port_isolation {
+            host.set_bridge_port(
+                hv.index,
+                conf.hairpin_mode.then_some(true),
+                conf.port_isolation.then_some(true),
+            )
+            .map_err(|e| {
+                nl_err(e).context(format!("failed to set bridge port options on {host_veth}"))
+            })?;
+        }
+        if conf.vlan_filtering() {
+            if !conf.preserve_default_vlan {
+                let _ = host.bridge_vlan_del(hv.index, 1);
+            }
+            if conf.vlan != 0 {
+                host.bridge_vlan_add(hv.index, conf.vlan, true)
+                    .map_err(nl_err)?;
+            }
+            for v in &conf.vlans {
+                host.bridge_vlan_add(hv.index, *v, false).map_err(nl_err)?;
+            }
+        }
+        let cv = cont.link_by_name(ifname).map_err(nl_err)?.ok_or_else(|| {
+            Error::internal(format!("{ifname} missing in the netns after creation"))
+        })?;
+        Ok(Links {
+            br,
+            host_veth,
+            hv,
+            cv,
+        })
     }
 
     /// Container side of a layer-3 ADD: sysctls, link up, addresses, routes.
@@ -443,35 +490,49 @@ impl Plugin for BridgePlugin {
     fn del(&self, req: &Request) -> Result<()> {
         let conf = load_lenient(req)?;
         let ifname = req.env.ifname.as_str();
-        let mut errs = Vec::new();
-        // 1. The container interface (its veth peer on the host goes with it). A netns
-        //    that no longer exists means the kernel already removed both ends.
-        if let Some(path) = req.env.netns.as_deref() {
-            match Netns::open(path) {
-                Ok(ns) => match Netlink::in_netns(&ns).and_then(|c| c.del_link_by_name(ifname)) {
-                    Ok(_) => {}
-                    Err(e) => errs.push(
-                        nl_err(e).context(format!("removing {ifname} from {}", path.display())),
-                    ),
-                },
-                Err(e) if e.errno == Some(libc::ENOENT) => {}
-                Err(e) => errs.push(nl_err(e)),
+        // The three parts are independent, and deleting a veth waits in the kernel for an
+        // RCU grace period, so they run side by side: DEL costs the slowest, not the sum.
+        let errs: Vec<Error> = std::thread::scope(|s| {
+            // IPAM always, whatever happens to the links.
+            let ipam = conf
+                .is_layer3()
+                .then(|| s.spawn(|| invoke::delegate_del(&conf.ipam_type, req)));
+            // ipMasq by name, so it goes even when the netns (and thus the addresses) are
+            // gone — the reference leaks the rules in that case.
+            let masq = (conf.is_layer3() && conf.ip_masq).then(|| {
+                s.spawn(|| {
+                    let names = masq_names(&req.conf.name, ifname, &req.env.container_id);
+                    masq::teardown(&names).map_err(fw_err)
+                })
+            });
+            let mut errs = Vec::new();
+            // The container interface (its host peer goes with it). A netns that no longer
+            // exists means the kernel already removed both ends.
+            if let Some(path) = req.env.netns.as_deref() {
+                match Netns::open(path) {
+                    Ok(ns) => {
+                        if let Err(e) =
+                            Netlink::in_netns(&ns).and_then(|c| c.del_link_by_name(ifname))
+                        {
+                            errs.push(
+                                nl_err(e)
+                                    .context(format!("removing {ifname} from {}", path.display())),
+                            );
+                        }
+                    }
+                    Err(e) if e.errno == Some(libc::ENOENT) => {}
+                    Err(e) => errs.push(nl_err(e)),
+                }
             }
-        }
-        // 2. IPAM always, whatever happened above.
-        if conf.is_layer3() {
-            if let Err(e) = invoke::delegate_del(&conf.ipam_type, req) {
-                errs.push(e);
+            for t in [ipam, masq].into_iter().flatten() {
+                match t.join() {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => errs.push(e),
+                    Err(_) => errs.push(Error::internal("DEL worker thread panicked")),
+                }
             }
-        }
-        // 3. ipMasq by name, so it goes even when the netns (and thus the addresses) are
-        //    gone — the reference leaks the rules in that case.
-        if conf.is_layer3() && conf.ip_masq {
-            let names = masq_names(&req.conf.name, ifname, &req.env.container_id);
-            if let Err(e) = masq::teardown(&names) {
-                errs.push(fw_err(e));
-            }
-        }
+            errs
+        });
         join_errors(errs)
     }
 

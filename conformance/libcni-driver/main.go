@@ -130,6 +130,10 @@ func main() {
 				continue
 			}
 			stale := &libcni.RuntimeConf{ContainerID: entry.ContainerID, IfName: entry.IfName, NetNS: entry.Netns}
+			// libcni 1.1.x does not cache the netns; the caller's is the best we know.
+			if stale.NetNS == "" && entry.ContainerID == rt.ContainerID {
+				stale.NetNS = rt.NetNS
+			}
 			if _, cachedRt, err := cni.GetNetworkListCachedConfig(list, stale); err == nil && cachedRt != nil {
 				stale = cachedRt
 			}

@@ -347,7 +347,29 @@ impl Runtime {
     /// 6.5: DEL in reverse order with the cached result; the cache goes once all succeed.
     pub fn del(&self, list: &NetworkList, rt: &RuntimeConf) -> Result<(), RuntimeError> {
         let _locks = self.locks(&list.name, Some(rt))?;
-        self.del_unlocked(list, rt)
+        let rt = self.with_cached_params(list, rt);
+        self.del_unlocked(list, &rt)
+    }
+
+    /// DEL and CHECK must see the attachment parameters the ADD used: CNI args and
+    /// capability args the caller did not give again come from the cache (as containerd
+    /// does with `GetNetworkListCachedConfig`), and so does a missing netns.
+    pub fn with_cached_params(&self, list: &NetworkList, rt: &RuntimeConf) -> RuntimeConf {
+        let mut out = rt.clone();
+        if let Cached::Entry(e) =
+            cache::read(&self.cache_dir, &list.name, &rt.container_id, &rt.ifname)
+        {
+            if out.args.is_empty() {
+                out.args = e.cni_args.clone();
+            }
+            if out.capability_args.is_empty() {
+                out.capability_args = e.capability_args.clone();
+            }
+            if out.netns.is_empty() {
+                out.netns = e.netns.clone();
+            }
+        }
+        out
     }
 
     fn del_unlocked(&self, list: &NetworkList, rt: &RuntimeConf) -> Result<(), RuntimeError> {
@@ -380,6 +402,7 @@ impl Runtime {
             return Ok(());
         }
         let _locks = self.locks(&list.name, Some(rt))?;
+        let rt = &self.with_cached_params(list, rt);
         let prev = self.cached_prev(list, rt).ok_or_else(|| {
             RuntimeError::new(
                 3,

@@ -5,6 +5,7 @@
 pub mod config;
 pub mod names;
 pub mod plugin;
+pub mod spoofcheck;
 
 pub use plugin::BridgePlugin;
 

@@ -15,6 +15,7 @@ use netops::{sysctl, Link, LinkKind, Netlink, Netns, VethSpec};
 
 use crate::config::{calc_gateways, BridgeConf};
 use crate::names::{masq_names, random_veth_name};
+use crate::spoofcheck;
 
 /// The plugin (stateless; everything comes from the request).
 pub struct BridgePlugin;
@@ -218,6 +219,17 @@ impl BridgePlugin {
             cv,
         } = links?;
         let ipam = ipam.transpose()?;
+        if conf.mac_spoof_chk {
+            let rid = spoofcheck::ref_id(&req.env.container_id, ifname);
+            undo.push(move || {
+                let _ = spoofcheck::teardown(&rid);
+            });
+            spoofcheck::setup(
+                &spoofcheck::ref_id(&req.env.container_id, ifname),
+                &host_veth,
+                &cv.mac_string(),
+            )?;
+        }
 
         let mut result = CniResult {
             interfaces: vec![
@@ -332,7 +344,17 @@ impl BridgePlugin {
                 conf.promisc_mode,
                 conf.vlan_filtering(),
             )
-            .map_err(|e| nl_err(e).context(format!("failed to create bridge {:?}", conf.bridge)))?;
+            .map_err(|e| {
+                let vlan_unsupported = e.errno == Some(libc::EOPNOTSUPP) && conf.vlan_filtering();
+                let err = nl_err(e).context(format!("failed to create bridge {:?}", conf.bridge));
+                if vlan_unsupported {
+                    err.with_details(
+                        "this kernel has no bridge VLAN filtering (CONFIG_BRIDGE_VLAN_FILTERING), which \"vlan\"/\"vlanTrunk\" need",
+                    )
+                } else {
+                    err
+                }
+            })?;
         // The reference disables router advertisements on its bridges: it owns their routes.
         let _ = sysctl::ensure(&format!("net/ipv6/conf/{}/accept_ra", conf.bridge), "0");
 
@@ -505,6 +527,9 @@ impl Plugin for BridgePlugin {
                     masq::teardown(&names).map_err(fw_err)
                 })
             });
+            let spoof = conf.mac_spoof_chk.then(|| {
+                s.spawn(|| spoofcheck::teardown(&spoofcheck::ref_id(&req.env.container_id, ifname)))
+            });
             let mut errs = Vec::new();
             // The container interface (its host peer goes with it). A netns that no longer
             // exists means the kernel already removed both ends.
@@ -524,7 +549,7 @@ impl Plugin for BridgePlugin {
                     Err(e) => errs.push(nl_err(e)),
                 }
             }
-            for t in [ipam, masq].into_iter().flatten() {
+            for t in [ipam, masq, spoof].into_iter().flatten() {
                 match t.join() {
                     Ok(Ok(())) => {}
                     Ok(Err(e)) => errs.push(e),
@@ -656,6 +681,14 @@ impl Plugin for BridgePlugin {
                     r.dst, r.gw
                 )));
             }
+        }
+        if conf.mac_spoof_chk
+            && !spoofcheck::is_present(&spoofcheck::ref_id(&req.env.container_id, ifname))?
+        {
+            return Err(Error::new(
+                code::FIREWALL,
+                format!("macspoofchk rules for {} are missing", req.env.container_id),
+            ));
         }
         if conf.is_layer3() && conf.ip_masq {
             let names = masq_names(&req.conf.name, ifname, &req.env.container_id);

@@ -47,9 +47,27 @@ for n in 10 5000; do
         -n "reference ADD ($n leases)" \
         --prepare "$ENV CNI_COMMAND=DEL $REF <$WORK/ref-$n.json" \
         "$ENV CNI_COMMAND=ADD $REF <$WORK/ref-$n.json >/dev/null"
+    # DEL of a container that holds nothing here (a repeated DEL): ferry has no owner hint
+    # and must scan, as the reference always does.
+    hyperfine --warmup 5 --runs "$RUNS" --export-markdown "$OUT/del-unknown-$n.md" --export-json "$OUT/del-unknown-$n.json" \
+        -n "ferry DEL, unknown container ($n leases)" \
+        "CNI_CONTAINERID=nosuch CNI_NETNS=/x CNI_IFNAME=eth0 CNI_PATH=/usr/lib/cni CNI_COMMAND=DEL $FERRY <$WORK/ferry-$n.json" \
+        -n "reference DEL, unknown container ($n leases)" \
+        "CNI_CONTAINERID=nosuch CNI_NETNS=/x CNI_IFNAME=eth0 CNI_PATH=/usr/lib/cni CNI_COMMAND=DEL $REF <$WORK/ref-$n.json"
 done
 # No shell at all: the variable is in hyperfine's own environment.
 CNI_COMMAND=VERSION hyperfine -N --warmup 20 --runs "$RUNS" --export-markdown "$OUT/version.md" \
     --export-json "$OUT/version.json" -n "ferry VERSION" "$FERRY" -n "reference VERSION" "$REF" \
     -n "baseline /bin/true (exec cost)" /bin/true
+# One table, medians (robust on a shared machine) and the ratio reference/ferry.
+python3 - "$OUT" <<'PY'
+import json, os, sys
+out = sys.argv[1]
+print(f"{'benchmark':34} {'ferry ms':>9} {'ref ms':>9} {'ref/ferry':>9}")
+for case in ["add-del-10", "add-del-5000", "add-10", "add-5000", "del-unknown-10", "del-unknown-5000", "version"]:
+    rs = json.load(open(os.path.join(out, case + ".json")))["results"]
+    med = {r["command"].split()[0]: r["median"] * 1000 for r in rs}
+    f, r = med["ferry"], med["reference"]
+    print(f"{case:34} {f:9.2f} {r:9.2f} {r / f if f > 0 else float('inf'):9.1f}")
+PY
 echo "results: $OUT"

@@ -93,7 +93,9 @@ pub struct DiskStore {
     path: PathBuf,
     hints: Option<OwnedFd>,
     hint_slots: usize,
-    spare_tmpfile: Option<OwnedFd>,
+    /// An unnamed file that lost a race for one address, kept (with its content) for the
+    /// next candidate so a crowded range costs one `linkat` per address, not a new file.
+    spare_tmpfile: Option<(String, OwnedFd)>,
     tmpfile_supported: bool,
     _lock: Flock<OwnedFd>,
 }
@@ -643,15 +645,15 @@ impl Store for DiskStore {
         let name = ip.to_string();
         let contents = owner.lease_contents();
         let fd = match self.spare_tmpfile.take() {
-            Some(fd) => Some(fd),
-            None => self.tmpfile_with(contents.as_bytes())?,
+            Some((spare_contents, fd)) if spare_contents == contents => Some(fd),
+            _ => self.tmpfile_with(contents.as_bytes())?,
         };
         match fd {
             Some(fd) => match self.link_tmpfile(&fd, &name) {
                 Ok(true) => Ok(true),
                 Ok(false) => {
                     // Keep the unnamed file for the next candidate: same content.
-                    self.spare_tmpfile = Some(fd);
+                    self.spare_tmpfile = Some((contents, fd));
                     Ok(false)
                 }
                 Err(Errno::ENOENT) => {

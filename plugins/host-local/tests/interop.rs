@@ -111,3 +111,52 @@ fn ferry_and_reference_in_parallel_never_hand_out_an_address_twice() {
         "every container holds exactly one lease"
     );
 }
+
+#[test]
+fn ipv6_lease_names_are_spelled_like_the_reference() {
+    assert_reference_installed();
+    let ours = Net::new("fhlv6");
+    let theirs = Net::new("fhlv6");
+    let tricky = [
+        "fd00:213:64:0:1::5",
+        "fd00:213:64::1:0:5",
+        "fd00:213:64:0:a::",
+        "fd00:213:64:0:0:ff:0:0",
+        "fd00:0213:0064:0000:0000:0000:0000:00AB",
+    ];
+    for (i, ip) in tricky.iter().enumerate() {
+        let id = format!("v6c{i}");
+        let args = format!("IP={ip}");
+        let a = run_with(
+            FERRY,
+            "ADD",
+            &id,
+            "eth0",
+            &ours.simple("1.0.0", "fd00:213:64::/64"),
+            Some(&args),
+        );
+        let b = run_with(
+            REFERENCE,
+            "ADD",
+            &id,
+            "eth0",
+            &theirs.simple("1.0.0", "fd00:213:64::/64"),
+            Some(&args),
+        );
+        assert_eq!(a.ok(), b.ok(), "{ip}");
+    }
+    let names = |n: &Net| {
+        let mut v: Vec<String> = std::fs::read_dir(n.net_dir())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n != ".ferry-owners")
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(names(&ours), names(&theirs));
+    assert_eq!(
+        std::fs::read(ours.net_dir().join("last_reserved_ip.0")).unwrap(),
+        std::fs::read(theirs.net_dir().join("last_reserved_ip.0")).unwrap()
+    );
+}

@@ -427,3 +427,73 @@ fn concurrent_adds_for_one_container_do_not_overlap() {
         "calls overlapped"
     );
 }
+
+#[test]
+fn gc_waits_for_a_running_add() {
+    let s = Setup::new();
+    s.conf(
+        "10-rt.conflist",
+        &json!({"cniVersion": "1.1.0", "name": "rt", "plugins": [
+        {"type": "spy-a", "spy": {"ADD": {"sleepMs": 700, "stdout": ip_result("1.1.0")}}}]}),
+    );
+    std::thread::scope(|sc| {
+        let add = sc.spawn(|| s.ferry(&["add", "rt", NS], &[]));
+        // Start GC once the ADD is surely running (its spy has not logged yet: it logs at the end).
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let gc = s.ferry(&["gc", "rt"], &[]);
+        assert!(gc.status.success(), "{}", err(&gc));
+        assert!(add.join().unwrap().status.success());
+    });
+    let log = s.log();
+    let add = log.iter().find(|r| r.command == "ADD").unwrap();
+    let gc = log.iter().find(|r| r.command == "GC").unwrap();
+    assert!(
+        gc.start_ns >= add.end_ns,
+        "GC started while ADD was running"
+    );
+}
+
+#[test]
+fn a_container_id_too_long_for_the_cache_fails_before_any_plugin_runs() {
+    let s = Setup::new();
+    s.conf(
+        "10-rt.conflist",
+        &json!({"cniVersion": "1.0.0", "name": "rt", "plugins": [{"type": "spy-a"}]}),
+    );
+    let list = ferry_conformance::runtime::config::load(&s.net(), "rt").unwrap();
+    let rt = ferry_conformance::runtime::Runtime {
+        cni_path: vec![s.bin()],
+        cache_dir: s.cache(),
+        timeout: std::time::Duration::from_secs(30),
+    };
+    let conf = ferry_conformance::runtime::RuntimeConf {
+        container_id: "a".repeat(300),
+        netns: NS.into(),
+        ifname: "eth0".into(),
+        ..Default::default()
+    };
+    let e = rt.add(&list, &conf).unwrap_err();
+    assert_eq!(e.code, 7);
+    assert!(e.msg.contains("NAME_MAX"), "{e}");
+    assert!(s.log().is_empty());
+}
+
+#[test]
+fn exec_is_retried_while_the_binary_is_busy() {
+    let s = Setup::new();
+    let busy = s.bin().join("spy-busy");
+    std::fs::copy(common::FERRY, &busy).unwrap();
+    s.conf(
+        "10-rt.conflist",
+        &json!({"cniVersion": "1.0.0", "name": "rt", "plugins": [{"type": "spy-busy"}]}),
+    );
+    let writer = std::fs::OpenOptions::new().write(true).open(&busy).unwrap();
+    std::thread::scope(|sc| {
+        let add = sc.spawn(|| s.ferry(&["add", "rt", NS], &[]));
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        drop(writer);
+        let o = add.join().unwrap();
+        assert!(o.status.success(), "{}", err(&o));
+    });
+    assert_eq!(s.calls(), pairs(&[("ADD", "spy-busy")]));
+}

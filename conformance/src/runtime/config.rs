@@ -102,6 +102,13 @@ fn plugin_object(v: &Value, what: &str) -> Result<Map<String, Value>, RuntimeErr
             "failed to parse plugin config {what}: not an object"
         ))
     })?;
+    // 9.21: keys the runtime makes should not be written in files; they pass through
+    // (as in libcni) but the user should know.
+    for k in obj.keys() {
+        if k == "runtimeConfig" || k == "args" || k == "prevResult" || k.starts_with("cni.dev/") {
+            eprintln!("ferry: warning: plugin config {what} sets {k:?}, which the runtime normally provides");
+        }
+    }
     match obj.get("type").and_then(Value::as_str) {
         Some(t) if !t.is_empty() && !t.contains('/') && !t.contains('\\') => Ok(obj.clone()),
         _ => Err(load_err(format!(

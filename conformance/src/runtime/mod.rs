@@ -284,6 +284,19 @@ impl Runtime {
             ));
         }
         validate_ifname(&rt.ifname)?;
+        // 6.4: fail before any plugin runs if the cache file name cannot exist.
+        let file_name_len = list.name.len() + rt.container_id.len() + rt.ifname.len() + 2;
+        if file_name_len > 255 {
+            return Err(RuntimeError::new(
+                7,
+                format!(
+                    "the cache file name for network {:?}, container ID of {} bytes, ifname {:?} would be {file_name_len} bytes, more than NAME_MAX (255): use a shorter container ID",
+                    list.name,
+                    rt.container_id.len(),
+                    rt.ifname
+                ),
+            ));
+        }
         let _locks = self.locks(&list.name, Some(rt))?;
         let mut result: Option<Value> = None;
         for plugin in &list.plugins {

@@ -396,8 +396,14 @@ impl DiskStore {
     /// The addresses named by `owner`'s hints (unverified), with the hint names.
     fn hinted(&mut self, owner: &Owner) -> Result<Vec<(String, Option<IpAddr>)>> {
         let slots = self.hint_slots;
-        let Some(hints) = self.hint_dir(false)? else {
-            return Ok(Vec::new());
+        // Hints only save time: a broken hint directory means "scan", never a failed verb.
+        let hints = match self.hint_dir(false) {
+            Ok(Some(h)) => h,
+            Ok(None) => return Ok(Vec::new()),
+            Err(e) => {
+                eprintln!("host-local: ignoring owner hints: {}", e.msg);
+                return Ok(Vec::new());
+            }
         };
         let mut out = Vec::new();
         for slot in 0..slots {
@@ -585,7 +591,7 @@ impl DiskStore {
         }
         // Hints of owners that are gone, and temp files of crashed runs.
         let valid_hint_prefixes: HashSet<String> = owners.iter().map(Self::hint_prefix).collect();
-        if let Some(hints) = self.hint_dir(false)? {
+        if let Ok(Some(hints)) = self.hint_dir(false) {
             let hints_path = PathBuf::from(format!("/proc/self/fd/{}", hints.as_raw_fd()));
             if let Ok(listing) = std::fs::read_dir(hints_path) {
                 for entry in listing.flatten() {

@@ -215,3 +215,21 @@ fn a_symlinked_network_directory_is_refused() {
     assert_eq!(code, 5);
     assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 0);
 }
+
+#[test]
+fn a_hijacked_hint_directory_is_neither_followed_nor_fatal() {
+    let net = Net::new("fhlhint");
+    let conf = net.simple("1.0.0", "10.213.64.0/24");
+    run(FERRY, "ADD", "c0", "eth0", &conf).ok();
+    let elsewhere = net.tmp.path().join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    let hints = net.net_dir().join(".ferry-owners");
+    std::fs::remove_dir_all(&hints).unwrap();
+    symlink(&elsewhere, &hints).unwrap();
+    run(FERRY, "ADD", "c1", "eth0", &conf).ok();
+    run(FERRY, "CHECK", "c1", "eth0", &conf).ok();
+    run(FERRY, "DEL", "c1", "eth0", &conf).ok();
+    run(FERRY, "DEL", "c0", "eth0", &conf).ok();
+    assert!(net.leases().is_empty());
+    assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 0);
+}

@@ -235,8 +235,9 @@ impl cni::Plugin for Portmap {
         }
         let claims: Vec<Claim> = atts.iter().flat_map(claims_of).collect();
         if conf.check_port_conflicts {
-            if state.fresh {
+            if !state.imported() {
                 import_foreign(&state)?;
+                state.mark_imported()?;
             }
             check_conflicts(&state, &chain, &claims)?;
         }

@@ -131,8 +131,6 @@ impl Owner {
 pub struct State {
     dir: PathBuf,
     _lock: Flock,
-    /// True when the index was just created (nothing recorded yet for this namespace).
-    pub fresh: bool,
 }
 
 fn io_err(what: &str, path: &Path, e: std::io::Error) -> Error {
@@ -177,18 +175,24 @@ impl State {
     /// port at once.
     pub fn open() -> Result<State> {
         let dir = Path::new(STATE_ROOT).join(format!("ns-{}", netns_cookie()?));
-        let fresh = !dir.join("owners").is_dir();
         for sub in ["claims", "owners"] {
             let p = dir.join(sub);
             std::fs::create_dir_all(&p).map_err(|e| io_err("creating", &p, e))?;
         }
         let lock_path = dir.join("lock");
         let lock = Flock::exclusive(&lock_path).map_err(|e| io_err("locking", &lock_path, e))?;
-        Ok(State {
-            dir,
-            _lock: lock,
-            fresh,
-        })
+        Ok(State { dir, _lock: lock })
+    }
+
+    /// True once the mappings other plugins installed before ferry were imported here.
+    pub fn imported(&self) -> bool {
+        self.dir.join("imported").exists()
+    }
+
+    /// Notes that the import is done (it reads the whole nat table, so it runs once).
+    pub fn mark_imported(&self) -> Result<()> {
+        let path = self.dir.join("imported");
+        write_atomic(&path, b"").map_err(|e| io_err("writing", &path, e))
     }
 
     /// Claims overlapping `wanted`, with their owners.

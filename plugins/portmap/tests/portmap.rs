@@ -32,6 +32,7 @@ fn must(args: &[&str]) -> String {
 /// Namespaces of one test, deleted on drop (also when the test panics).
 struct Topo {
     host: String,
+    cookie: u64,
     ctr: String,
     out: String,
     servers: Vec<Child>,
@@ -46,6 +47,8 @@ impl Drop for Topo {
         for ns in [&self.ctr, &self.out, &self.host] {
             let _ = sh(&["ip", "netns", "del", ns]);
         }
+        // The plugin's port index for the namespace (see src/state.rs).
+        let _ = std::fs::remove_dir_all(format!("/run/ferry/portmap/ns-{}", self.cookie));
     }
 }
 
@@ -65,8 +68,9 @@ impl Topo {
         );
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         let id = format!("{tag}{}-{n}", std::process::id() % 100000);
-        let t = Topo {
+        let mut t = Topo {
             host: format!("fpm-{id}-h"),
+            cookie: 0,
             ctr: format!("fpm-{id}-c"),
             out: format!("fpm-{id}-o"),
             servers: Vec::new(),
@@ -74,6 +78,7 @@ impl Topo {
         for ns in [&t.host, &t.ctr, &t.out] {
             must(&["ip", "netns", "add", ns]);
         }
+        t.cookie = netns_cookie(&t.host);
         let h = t.host.as_str();
         for ns in [&t.host, &t.ctr, &t.out] {
             must(&["ip", "-n", ns, "link", "set", "lo", "up"]);
@@ -338,6 +343,32 @@ impl Topo {
         }
         out
     }
+}
+
+/// SO_NETNS_COOKIE of a named namespace, read from a thread that enters it.
+fn netns_cookie(ns: &str) -> u64 {
+    let path = format!("/var/run/netns/{ns}");
+    std::thread::spawn(move || {
+        let f = std::fs::File::open(&path).unwrap();
+        nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        // SAFETY: socket/getsockopt/close with a correctly sized buffer.
+        unsafe {
+            let fd = libc::socket(libc::AF_UNIX, libc::SOCK_DGRAM, 0);
+            let mut cookie: u64 = 0;
+            let mut len = 8 as libc::socklen_t;
+            libc::getsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                71,
+                (&mut cookie as *mut u64).cast(),
+                &mut len,
+            );
+            libc::close(fd);
+            cookie
+        }
+    })
+    .join()
+    .unwrap()
 }
 
 fn conf(backend: &str, mappings: Value, ips: &[&str], extra: Value) -> Value {

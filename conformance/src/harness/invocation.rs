@@ -119,6 +119,17 @@ fn verb_values(h: &Harness, p: &str, v: &str) {
             o.describe(),
         ),
     );
+    h.add(
+        "1.1",
+        Level::R,
+        p,
+        "the msg is `unknown CNI_COMMAND: FROB` (libcni matches this text)",
+        Finding::expect(
+            o.error_msg() == "unknown CNI_COMMAND: FROB",
+            "same text",
+            o.error_msg(),
+        ),
+    );
     // 1.2: no env at all.
     let bin = h.plugins.get(p).cloned().unwrap_or_default();
     let o = h.call(p, &Invocation::new(bin));

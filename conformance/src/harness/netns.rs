@@ -40,6 +40,7 @@ pub fn run(h: &Harness) {
         bridge_missing_netns(h);
         bridge_check_tolerates_later_plugins(h);
         bridge_check_right_after_add(h);
+        bridge_netns_is_self(h);
     }
     delegation(h);
     if h.plugins.contains_key("portmap") {
@@ -1216,6 +1217,39 @@ fn gc_status_delegation(h: &Harness, good: &Value) {
             "both ok",
             format!("ADD {}; DEL {}", add.describe(), del.describe()),
         ),
+    );
+    a.cleanup(h);
+}
+
+/// 1.6 (skel HEAD): CNI_NETNS naming the plugin's own netns is refused. Run only with the
+/// sandbox as the plugin's netns, never the real host's.
+fn bridge_netns_is_self(h: &Harness) {
+    let p = "bridge";
+    let v = main_version(h, p);
+    let Ok(mut a) = Attachment::new(h, &v, None) else {
+        return;
+    };
+    let Some((sandbox, _)) = h.sandbox.as_ref() else {
+        return;
+    };
+    a.netns_path = sandbox.path.clone();
+    a.conf["ipam"]["ranges"][0][0]["subnet"] = json!("10.213.94.0/24");
+    let o = h.call(p, &a.inv(h, "ADD").var("CNI_IFNAME", "fcfself0"));
+    let finding = if !o.success() && o.json().is_some() {
+        Finding::Pass(o.describe())
+    } else {
+        Finding::Info(format!(
+            "accepted its own netns as the container's (skel HEAD answers code 8): {}",
+            o.describe()
+        ))
+    };
+    h.call(p, &a.inv(h, "DEL").var("CNI_IFNAME", "fcfself0"));
+    h.add(
+        "1.6",
+        Level::R,
+        p,
+        "CNI_NETNS = the plugin's own netns is refused",
+        finding,
     );
     a.cleanup(h);
 }

@@ -128,18 +128,7 @@ pub fn del(
         return Ok(false);
     };
     let ports = ports_of_saved_chain(&own);
-    let mut fast = Batch::new(family, NAT);
-    for r in entry_rules(
-        &dnat_comment(network, container_id),
-        conditions,
-        &ports,
-        &chain,
-    ) {
-        fast.delete(TOP_DNAT_CHAIN, &r);
-    }
-    fast.flush_chain(&chain);
-    fast.delete_chain(&chain);
-    if ipt.apply(&fast, "removing port mappings").is_ok() {
+    if del_known(family, network, container_id, conditions, &ports).is_ok() {
         return Ok(true);
     }
     let top = ipt
@@ -156,6 +145,31 @@ pub fn del(
     batch.delete_chain(&chain);
     ipt.apply(&batch, "removing port mappings")?;
     Ok(true)
+}
+
+/// Removes the attachment in one iptables-restore run when its ports (in mapping order) are
+/// known; fails without changing anything when the rules are not exactly as expected.
+pub fn del_known(
+    family: Family,
+    network: &str,
+    container_id: &str,
+    conditions: &[String],
+    ports: &[(firewall::Protocol, u16)],
+) -> Result<()> {
+    let chain = rules::dnat_chain_name(network, container_id);
+    let mut fast = Batch::new(family, NAT);
+    for r in entry_rules(
+        &dnat_comment(network, container_id),
+        conditions,
+        ports,
+        &chain,
+    ) {
+        fast.delete(TOP_DNAT_CHAIN, &r);
+    }
+    fast.flush_chain(&chain);
+    fast.delete_chain(&chain);
+    Iptables::new(family).apply(&fast, "removing port mappings")?;
+    Ok(())
 }
 
 /// Verifies every rule of the attachment and the shared rules it depends on, in one

@@ -116,13 +116,7 @@ pub fn del(family: Family, chain: &str) -> Result<bool> {
             }
         }
     }
-    let mut fast = Batch::new();
-    for (map, key) in &keys {
-        fast.delete_element(family, NFT_TABLE, map, std::slice::from_ref(key));
-    }
-    fast.flush_chain(family, NFT_TABLE, chain);
-    fast.delete_chain(family, NFT_TABLE, chain);
-    if Nft.apply(&fast, "removing port mappings").is_ok() {
+    if del_known(family, chain, &keys).is_ok() {
         return Ok(true);
     }
     // Some element is gone or was never ours: find every element that jumps to the chain.
@@ -139,6 +133,19 @@ pub fn del(family: Family, chain: &str) -> Result<bool> {
     b.delete_chain(family, NFT_TABLE, chain);
     Nft.apply(&b, "removing port mappings")?;
     Ok(true)
+}
+
+/// Removes the chain and its map elements in one transaction when the keys are known; fails
+/// without changing anything when one of them is missing.
+pub fn del_known(family: Family, chain: &str, keys: &[(&'static str, String)]) -> Result<()> {
+    let mut fast = Batch::new();
+    for (map, key) in keys {
+        fast.delete_element(family, NFT_TABLE, map, std::slice::from_ref(key));
+    }
+    fast.flush_chain(family, NFT_TABLE, chain);
+    fast.delete_chain(family, NFT_TABLE, chain);
+    Nft.apply(&fast, "removing port mappings")?;
+    Ok(())
 }
 
 /// Keys of the map elements in `nft list map` text whose verdict is `jump <chain>`.

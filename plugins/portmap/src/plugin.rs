@@ -156,6 +156,48 @@ fn flush_udp(family: Family, ports: impl IntoIterator<Item = u16>) {
     }
 }
 
+fn remove_recorded(
+    owner: &Owner,
+    backend: BackendKind,
+    family: Family,
+    conditions: &[String],
+) -> Result<()> {
+    let mappings: Vec<Mapping> = owner
+        .claims
+        .iter()
+        .filter(|c| c.family() == family)
+        .map(|c| Mapping {
+            protocol: c.protocol.into(),
+            host_port: c.port,
+            container_port: 1,
+            host_ip: c.addr,
+        })
+        .collect();
+    match backend {
+        BackendKind::Iptables => {
+            let ports: Vec<(firewall::Protocol, u16)> =
+                mappings.iter().map(|m| (m.protocol, m.host_port)).collect();
+            ipt::del_known(
+                family,
+                &owner.network,
+                &owner.container_id,
+                conditions,
+                &ports,
+            )
+        }
+        BackendKind::Nftables => {
+            let mut keys: Vec<(&'static str, String)> = Vec::new();
+            for m in &mappings {
+                let k = crate::rules::nft_key(m);
+                if !keys.contains(&k) {
+                    keys.push(k);
+                }
+            }
+            nft::del_known(family, &owner.chain, &keys)
+        }
+    }
+}
+
 /// Removes an attachment everywhere it may have rules; returns the UDP ports to flush.
 fn remove(state: &State, conf: &PortMapConfig, network: &str, container_id: &str) -> Result<()> {
     let chain = dnat_chain_name(network, container_id);
@@ -172,6 +214,12 @@ fn remove(state: &State, conf: &PortMapConfig, network: &str, container_id: &str
         let known = owner
             .as_ref()
             .is_some_and(|o| o.families.contains(&fam_num(*family)));
+        if let Some(o) = owner.as_ref().filter(|_| known) {
+            // The record says exactly what was installed: one process, no listing.
+            if remove_recorded(o, backend, *family, conf.conditions(*family)).is_ok() {
+                continue;
+            }
+        }
         match teardown(
             backend,
             *family,

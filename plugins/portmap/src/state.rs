@@ -53,6 +53,16 @@ impl From<Protocol> for ProtocolName {
     }
 }
 
+impl From<ProtocolName> for Protocol {
+    fn from(p: ProtocolName) -> Self {
+        match p {
+            ProtocolName::Tcp => Protocol::Tcp,
+            ProtocolName::Udp => Protocol::Udp,
+            ProtocolName::Sctp => Protocol::Sctp,
+        }
+    }
+}
+
 impl ProtocolName {
     /// Lower-case name.
     pub fn as_str(self) -> &'static str {

@@ -93,7 +93,8 @@ pub fn main() -> i32 {
         .file_name()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default();
-    if base.starts_with("spy-") || std::env::var_os(crate::spy::SCRIPT_ENV).is_some() {
+    let scripted = base != "ferry" && std::env::var_os(crate::spy::SCRIPT_ENV).is_some();
+    if base.starts_with("spy-") || scripted {
         crate::spy::main(&argv0);
     }
     let cli = Cli::parse();

@@ -108,7 +108,10 @@ pub struct Harness {
 
 impl Harness {
     /// Sets up scratch space, spies and (when root) the sandbox netns.
-    pub fn new(opts: Options) -> Result<Harness, String> {
+    pub fn new(mut opts: Options) -> Result<Harness, String> {
+        // Plugins get CNI_PATH from this: it must not depend on their working directory.
+        opts.plugins_dir = std::fs::canonicalize(&opts.plugins_dir)
+            .map_err(|e| format!("plugin directory {}: {e}", opts.plugins_dir.display()))?;
         let tmp = tempfile::Builder::new()
             .prefix("fcf-harness-")
             .tempdir()

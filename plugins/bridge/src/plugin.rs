@@ -292,7 +292,7 @@ impl BridgePlugin {
                 }
                 masq::setup(masq_backend(conf), &names, &addrs).map_err(fw_err)?;
             }
-        } else if !conf.disable_container_interface {
+        } else if !conf.disable_container_interface && !cv.up {
             cont.set_up(cv.index)
                 .map_err(|e| nl_err(e).context(format!("failed to set {ifname:?} up")))?;
         }
@@ -418,7 +418,8 @@ impl BridgePlugin {
             let _ = sysctl::write(&format!("net/ipv4/conf/{ifname}/arp_notify"), "1");
         })
         .map_err(nl_err)?;
-        if !conf.disable_container_interface {
+        // normally already up: created that way
+        if !conf.disable_container_interface && !cv.up {
             cont.set_up(cv.index)
                 .map_err(|e| nl_err(e).context(format!("failed to set {:?} up", cv.name)))?;
         }

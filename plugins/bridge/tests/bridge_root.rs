@@ -383,7 +383,7 @@ fn del_after_netns_deleted_leaves_nothing() {
     ferry("DEL", "gone1", Some(&ns.path()), &cp.path(), &c).expect_ok();
     ferry("DEL", "gone1", Some(&ns.path()), &cp.path(), &c).expect_ok(); // idempotent
     ferry("DEL", "gone1", None, &cp.path(), &c).expect_ok(); // and without CNI_NETNS
-    // a runtime that unmounted the netns but left the empty mount point behind
+                                                             // a runtime that unmounted the netns but left the empty mount point behind
     std::fs::write(ns.path(), b"").unwrap();
     let r = ferry("DEL", "gone1", Some(&ns.path()), &cp.path(), &c);
     let _ = std::fs::remove_file(ns.path());

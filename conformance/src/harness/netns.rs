@@ -196,6 +196,27 @@ fn portmap_with_mappings(h: &Harness) {
             Finding::expect(c.success(), "exit 0", c.describe()),
         );
     }
+    if schema::version_ge(&v, "0.4.0") {
+        let deleted = delete_port_rules(h, port);
+        let c = h.call(p, &inv.clone().var("CNI_COMMAND", "CHECK"));
+        h.add(
+            "2.17",
+            Level::S,
+            p,
+            "CHECK fails after the DNAT rule was deleted",
+            if deleted == 0 {
+                Finding::Skip(format!(
+                    "found no firewall rule naming port {port} to delete"
+                ))
+            } else {
+                Finding::expect(
+                    !c.success(),
+                    format!("fails after deleting {deleted} rules"),
+                    c.describe(),
+                )
+            },
+        );
+    }
     let del = h.call(p, &inv.clone().var("CNI_COMMAND", "DEL"));
     let left = firewall_text(h)
         .lines()
@@ -1252,4 +1273,81 @@ fn bridge_netns_is_self(h: &Harness) {
         finding,
     );
     a.cleanup(h);
+}
+
+fn run_in_sandbox(h: &Harness, args: &[&str], stdin: Option<&str>) -> Option<String> {
+    use std::io::Write;
+    let mut cmd = std::process::Command::new("ip");
+    cmd.args(["netns", "exec", &sandbox_name(h)]).args(args);
+    cmd.stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null());
+    let mut child = cmd.spawn().ok()?;
+    if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        let _ = pipe.write_all(text.as_bytes());
+    }
+    let out = child.wait_with_output().ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Deletes every firewall rule in the sandbox that names `port` (iptables rules and nft
+/// rules; nft map elements are left alone). Returns how many were deleted.
+fn delete_port_rules(h: &Harness, port: u16) -> usize {
+    let needle = format!("dport {port}");
+    let mut deleted = 0;
+    for (save, restore) in [
+        ("iptables-save", "iptables-restore"),
+        ("ip6tables-save", "ip6tables-restore"),
+    ] {
+        let Some(text) = run_in_sandbox(h, &[save, "-t", "nat"], None) else {
+            continue;
+        };
+        let rules: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("-A ") && l.contains(&needle))
+            .collect();
+        if rules.is_empty() {
+            continue;
+        }
+        let mut batch = String::from("*nat\n");
+        for r in &rules {
+            batch.push_str(&format!("-D {}\n", &r[3..]));
+        }
+        batch.push_str("COMMIT\n");
+        if run_in_sandbox(h, &[restore, "--noflush"], Some(&batch)).is_some() {
+            deleted += rules.len();
+        }
+    }
+    if let Some(text) = run_in_sandbox(h, &["nft", "-a", "list", "ruleset"], None) {
+        let (mut table, mut chain) = (String::new(), String::new());
+        for line in text.lines().map(str::trim) {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            match words.as_slice() {
+                ["table", family, name, "{"] => table = format!("{family} {name}"),
+                ["chain", name, "{", ..] => chain = name.to_string(),
+                ["map", ..] | ["set", ..] => chain.clear(),
+                _ => {
+                    if chain.is_empty() || !line.contains(&needle) {
+                        continue;
+                    }
+                    let Some(handle) = line
+                        .rsplit("# handle ")
+                        .next()
+                        .filter(|_| line.contains("# handle "))
+                    else {
+                        continue;
+                    };
+                    let mut args: Vec<&str> = vec!["nft", "delete", "rule"];
+                    args.extend(table.split(' '));
+                    args.extend([chain.as_str(), "handle", handle.trim()]);
+                    if run_in_sandbox(h, &args, None).is_some() {
+                        deleted += 1;
+                    }
+                }
+            }
+        }
+    }
+    deleted
 }

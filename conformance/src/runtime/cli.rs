@@ -122,10 +122,21 @@ pub fn add(a: &RuntimeArgs) -> i32 {
     });
     match out {
         Ok(v) => {
-            println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            println!("{}", go_indent(&v));
             0
         }
         Err(code) => code,
+    }
+}
+
+/// JSON indented with four spaces, as Go's `types.PrintResult` (cnitool) prints results.
+pub fn go_indent(v: &Value) -> String {
+    let mut out = Vec::new();
+    let fmt = serde_json::ser::PrettyFormatter::with_indent(b"    ");
+    let mut ser = serde_json::Serializer::with_formatter(&mut out, fmt);
+    match serde::Serialize::serialize(v, &mut ser) {
+        Ok(()) => String::from_utf8_lossy(&out).into_owned(),
+        Err(_) => v.to_string(),
     }
 }
 

@@ -207,7 +207,9 @@ impl BridgePlugin {
             });
             (links, ipam)
         });
-        if let Some(Ok(_)) = &ipam {
+        // A failed IPAM ADD may still have reserved something before failing: DEL it too
+        // (the spec asks a main plugin to clean up its delegate either way).
+        if ipam.is_some() {
             undo.push(|| {
                 let _ = invoke::delegate_del(&conf.ipam_type, req);
             });

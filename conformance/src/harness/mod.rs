@@ -210,7 +210,17 @@ impl Harness {
 
     /// Runs a call (in the sandbox when there is one) and records it.
     pub fn call(&self, plugin: &str, inv: &Invocation) -> Outcome {
-        let outcome = inv.run(self.sandbox.as_ref().map(|(_, s)| s));
+        let sandbox = self.sandbox.as_ref().map(|(_, s)| s);
+        let mut outcome = inv.run(sandbox);
+        // A binary being rewritten (ETXTBSY, or briefly absent while a build replaces it)
+        // cannot be started; libcni retries such execs, and so do we (6.10).
+        for _ in 0..10 {
+            if outcome.exit != Exit::SpawnFailed {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            outcome = inv.run(sandbox);
+        }
         let request_version = match &inv.stdin {
             crate::exec::Stdin::Bytes(b) => serde_json::from_slice::<Value>(b).ok().and_then(|v| {
                 v.get("cniVersion")

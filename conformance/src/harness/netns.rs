@@ -905,6 +905,26 @@ fn same_request(rec: &SpyRecord, main: &Invocation) -> Result<(), String> {
     Ok(())
 }
 
+/// The main call succeeded and its delegate call (the spy's record) got the same request.
+fn delegated_same(
+    rec: Option<&SpyRecord>,
+    main: &Outcome,
+    inv: &Invocation,
+    n_calls: usize,
+) -> Finding {
+    match (rec, main.success()) {
+        (Some(rec), true) => match same_request(rec, inv) {
+            Ok(()) => Finding::Pass("same".into()),
+            Err(e) => Finding::Violated(e),
+        },
+        _ => Finding::Violated(format!(
+            "{} {}; delegate calls seen {n_calls}",
+            inv.get("CNI_COMMAND").unwrap_or(""),
+            main.describe()
+        )),
+    }
+}
+
 fn delegation(h: &Harness) {
     let p = "bridge";
     let v = main_version(h, p);
@@ -983,13 +1003,7 @@ fn delegation(h: &Harness) {
             Level::M,
             p,
             "IPAM ADD gets the same stdin and env",
-            match (adds.first(), add.success()) {
-                (Some(rec), true) => match same_request(rec, &add_inv) {
-                    Ok(()) => Finding::Pass("same".into()),
-                    Err(e) => Finding::Violated(e),
-                },
-                _ => Finding::Violated(format!("ADD {}; spy calls {}", add.describe(), adds.len())),
-            },
+            delegated_same(adds.first(), &add, &add_inv, adds.len()),
         );
         let marker = String::from_utf8_lossy(&add.stderr).contains("ferry-spy-marker:spy-ipam:ADD");
         h.add(
@@ -1064,13 +1078,7 @@ fn delegation(h: &Harness) {
             Level::M,
             p,
             "DEL calls the IPAM DEL with the same stdin and env",
-            match (dels.last(), del.success()) {
-                (Some(rec), true) => match same_request(rec, &del_inv) {
-                    Ok(()) => Finding::Pass("same".into()),
-                    Err(e) => Finding::Violated(e),
-                },
-                _ => Finding::Violated(format!("DEL {}; spy DELs {}", del.describe(), dels.len())),
-            },
+            delegated_same(dels.last(), &del, &del_inv, dels.len()),
         );
         // Netns unset, and netns deleted.
         let n_before = calls(&log, "DEL").len();

@@ -315,3 +315,57 @@ fn kernel_has_vlan_filtering() -> bool {
         .map(|s| s.success())
         .unwrap_or(false)
 }
+
+#[test]
+fn gc_with_the_nftables_backend_keeps_only_valid_attachments() {
+    let (br, cp, data) = (format!("fbrg{}", uniq()), CniPath::new(), TempDir::new("d"));
+    let _g = HostLink(br.clone());
+    let _n = NetGuard("fbrnet-nftgc".into());
+    let c = conf(
+        "fbrnet-nftgc",
+        &br,
+        &data,
+        "10.213.27.0/24",
+        json!({"ipMasq": true, "ipMasqBackend": "nftables"}),
+    );
+    let (a, b) = (TestNs::new("na"), TestNs::new("nb"));
+    ferry("ADD", "nga", Some(&a.path()), &cp.path(), &c).expect_ok();
+    ferry("ADD", "ngb", Some(&b.path()), &cp.path(), &c).expect_ok();
+    let mut gc = c.clone();
+    gc["cni.dev/valid-attachments"] = json!([{"containerID": "ngb", "ifname": "eth0"}]);
+    run(
+        &Call {
+            bin: ferry_bridge(),
+            cmd: "GC",
+            id: "",
+            netns: None,
+            ifname: "",
+            cni_path: &cp.path(),
+            args: "",
+        },
+        &gc,
+    )
+    .expect_ok();
+    let listing = sh(&[
+        "nft",
+        "list",
+        "chain",
+        "inet",
+        "cni_plugins_masquerade",
+        "masq_checks",
+    ]);
+    assert!(!listing.contains("id: nga"), "{listing}");
+    assert!(listing.contains("id: ngb"), "{listing}");
+    for (id, ns) in [("nga", &a), ("ngb", &b)] {
+        ferry("DEL", id, Some(&ns.path()), &cp.path(), &c).expect_ok();
+    }
+    assert!(!sh(&[
+        "nft",
+        "list",
+        "chain",
+        "inet",
+        "cni_plugins_masquerade",
+        "masq_checks"
+    ])
+    .contains("fbrnet-nftgc"));
+}

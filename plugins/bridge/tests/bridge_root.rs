@@ -110,8 +110,9 @@ fn result_shape_matches_the_reference_plugin() {
         &br,
         &data,
         json!([[{"subnet": "10.213.22.0/24"}], [{"subnet": "fd00:213:16:22::/64"}]]),
-        json!({"isDefaultGateway": true, "dns": {"nameservers": ["10.213.22.53"]}}),
+        json!({"isDefaultGateway": true, "ipMasq": true, "dns": {"nameservers": ["10.213.22.53"]}}),
     );
+    let _n = NetGuard("fbrnet-shape".into());
     let (a, b) = (TestNs::new("sa"), TestNs::new("sb"));
     let ours = ferry("ADD", "sa", Some(&a.path()), &cp.path(), &c)
         .expect_ok()
@@ -155,6 +156,27 @@ fn result_shape_matches_the_reference_plugin() {
         .as_str()
         .unwrap()
         .starts_with("veth"));
+    // identical ipMasq rules from both (chain, comment, matches), v4 and v6
+    let rules = nat_rules_mentioning("fbrnet-shape");
+    let of = |id: &str| {
+        let mut v: Vec<String> = rules
+            .iter()
+            .filter(|r| r.contains(&format!("id: \\\"{id}\\\"")))
+            .map(|r| {
+                r.replace(&format!("id: \\\"{id}\\\""), "ID")
+                    .split_whitespace()
+                    .filter(|w| {
+                        !w.starts_with("CNI-") && !w.starts_with("10.") && !w.starts_with("fd00")
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(of("sa"), of("sb"), "{rules:#?}");
+    assert_eq!(of("sa").len(), 6, "3 rules per family: {rules:#?}");
     // ADD with the reference, DEL with ferry, and the reverse
     ferry("DEL", "sb", Some(&b.path()), &cp.path(), &c).expect_ok();
     run(
@@ -172,6 +194,10 @@ fn result_shape_matches_the_reference_plugin() {
     .expect_ok();
     assert!(ports_of(&br).is_empty());
     assert!(leases(&data.path(), "fbrnet-shape").is_empty());
+    assert!(
+        nat_rules_mentioning("fbrnet-shape").is_empty(),
+        "each removed the other's ipMasq rules"
+    );
 }
 
 #[test]

@@ -32,19 +32,17 @@ fn add_own(batch: &mut Batch, att: &FamilyAttachment) {
 }
 
 /// Installs the attachment's rules in its family.
-pub fn add(att: &FamilyAttachment) -> Result<()> {
+pub fn add(att: &FamilyAttachment, verify_shared: bool) -> Result<()> {
     let ipt = Iptables::new(att.family);
-    let mut fast = Batch::new(att.family, NAT);
-    fast.check("PREROUTING", &top_jump_rule());
-    fast.check("OUTPUT", &top_jump_rule());
-    if uses_own_masq(att) {
-        fast.check("POSTROUTING", &masq_jump_rule());
-        fast.check(SETMARK_CHAIN, &setmark_rule(att.conf.mark));
-        fast.check(MASQ_CHAIN, &masq_rule(att.conf.mark));
-    }
-    add_own(&mut fast, att);
-    if ipt.apply(&fast, "installing port mappings").is_ok() {
-        return Ok(());
+    // `-C`/`-D` make iptables-nft fetch every rule of the table, so the fast path uses only
+    // declarations and appends (their cost does not depend on other attachments). The
+    // shared jumps are verified by listing just those small chains, when asked to.
+    if !verify_shared || shared_layout_present(att)? {
+        let mut fast = Batch::new(att.family, NAT);
+        add_own(&mut fast, att);
+        if ipt.apply(&fast, "installing port mappings").is_ok() {
+            return Ok(());
+        }
     }
     // Slow path: the shared chains or their jumps are missing (or something else is wrong,
     // in which case this batch fails again with the tool's own explanation).
@@ -97,6 +95,25 @@ pub fn add(att: &FamilyAttachment) -> Result<()> {
         "installing port mappings and the shared CNI-HOSTPORT chains",
     )?;
     Ok(())
+}
+
+/// True when the shared jumps and mark/masquerade rules this attachment relies on exist.
+/// Lists only `PREROUTING`, `OUTPUT`, `POSTROUTING` and the two one-rule chains.
+pub fn shared_layout_present(att: &FamilyAttachment) -> Result<bool> {
+    let ipt = Iptables::new(att.family);
+    let mut wanted = vec![("PREROUTING", top_jump_rule()), ("OUTPUT", top_jump_rule())];
+    if uses_own_masq(att) {
+        wanted.push(("POSTROUTING", masq_jump_rule()));
+        wanted.push((SETMARK_CHAIN, setmark_rule(att.conf.mark)));
+        wanted.push((MASQ_CHAIN, masq_rule(att.conf.mark)));
+    }
+    for (chain, rule) in wanted {
+        let rules = ipt.list_chain(NAT, chain, "reading a shared nat chain")?;
+        if !rules.is_some_and(|r| r.contains(&rule_args(&rule))) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 fn jumps_to(saved: &SavedTable, chain: &str) -> Vec<Vec<String>> {

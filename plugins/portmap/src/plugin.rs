@@ -9,6 +9,11 @@ use firewall::{BackendKind, Family};
 use ipnet::IpNet;
 use std::collections::BTreeSet;
 
+/// How long a verified shared iptables layout (the jumps from PREROUTING, OUTPUT and
+/// POSTROUTING) is trusted before an ADD lists those chains again. Someone flushing the nat
+/// table by hand is repaired by the next ADD after this; CHECK always verifies everything.
+const SHARED_LAYOUT_RECHECK: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// The portmap plugin.
 pub struct Portmap;
 
@@ -291,8 +296,15 @@ impl cni::Plugin for Portmap {
         }
         let mut done: Vec<Family> = Vec::new();
         for att in &atts {
+            let marker = format!("iptables-{}", fam_num(att.family));
+            let verify = !state.verified_recently(&marker, SHARED_LAYOUT_RECHECK);
             let installed = match conf.backend {
-                BackendKind::Iptables => ipt::add(att),
+                BackendKind::Iptables => ipt::add(att, verify).and_then(|()| {
+                    if verify {
+                        state.mark_verified(&marker)?;
+                    }
+                    Ok(())
+                }),
                 BackendKind::Nftables => nft::add(att),
             };
             if let Err(e) = installed {

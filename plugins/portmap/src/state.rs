@@ -205,6 +205,22 @@ impl State {
         write_atomic(&path, b"").map_err(|e| io_err("writing", &path, e))
     }
 
+    /// True when the shared layout of `what` (e.g. `iptables-4`) was verified less than
+    /// `max_age` ago: verifying lists several chains, so a burst of ADDs does it once.
+    pub fn verified_recently(&self, what: &str, max_age: std::time::Duration) -> bool {
+        std::fs::metadata(self.dir.join(format!("verified-{what}")))
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age < max_age)
+    }
+
+    /// Records that the shared layout of `what` was just verified (or repaired).
+    pub fn mark_verified(&self, what: &str) -> Result<()> {
+        let path = self.dir.join(format!("verified-{what}"));
+        std::fs::write(&path, b"").map_err(|e| io_err("writing", &path, e))
+    }
+
     /// Claims overlapping `wanted`, with their owners.
     pub fn overlapping(&self, wanted: &Claim) -> Vec<(Claim, Owner)> {
         let dir = self.dir.join("claims").join(wanted.dir_name());

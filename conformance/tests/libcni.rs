@@ -155,20 +155,6 @@ impl Drop for Netns {
     }
 }
 
-fn ferry_plugins() -> PathBuf {
-    let dir = std::env::var_os("FERRY_PLUGINS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug"));
-    for p in ["bridge", "host-local", "portmap"] {
-        assert!(
-            dir.join(p).is_file(),
-            "{} missing: build the workspace first (cargo build --workspace) or set FERRY_PLUGINS",
-            dir.join(p).display()
-        );
-    }
-    dir
-}
-
 /// Makes a testdata conflist private to this run: unique bridge name, scratch dataDir.
 fn privatise(list: &mut Value, tag: &str, data_dir: &Path) {
     for (i, p) in list["plugins"]
@@ -203,7 +189,7 @@ fn every_testdata_conflist_works_under_libcni_with_ferry_plugins() {
         nix::unistd::geteuid().is_root(),
         "this test needs root (network namespaces)"
     );
-    let plugins = ferry_plugins();
+    let plugins = common::ferry_plugins();
     let testdata = Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata");
     let mut lists: Vec<PathBuf> = std::fs::read_dir(&testdata)
         .unwrap()

@@ -1,6 +1,9 @@
-//! The harness against the installed reference plugins (Debian containernetworking-plugins
+//! The harness against ferry's own plugins (no FAIL at M or R) and against the installed
+//! reference plugins (Debian containernetworking-plugins
 //! in /usr/lib/cni): everything passes apart from the reference's known deviations, under
 //! both profiles. Needs root (netns checks run in a sandbox netns).
+
+mod common;
 
 use ferry_conformance::harness::{Harness, Options};
 use ferry_conformance::report::{Profile, Verdict};
@@ -41,4 +44,32 @@ fn reference_plugins_fail_only_their_known_deviations() {
         );
         assert!(report.checks.len() > 100);
     }
+}
+
+#[test]
+fn ferry_plugins_have_no_fail_at_m_or_r() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test needs root (it creates network namespaces)"
+    );
+    let opts = Options {
+        plugins_dir: common::ferry_plugins(),
+        profile: Profile::Reference,
+        spy_exe: env!("CARGO_BIN_EXE_ferry").into(),
+        only: vec![],
+        known: vec![],
+    };
+    let report = Harness::new(opts).unwrap().run();
+    let bad: Vec<String> = report
+        .checks
+        .iter()
+        .filter(|c| c.verdict == Verdict::Fail || c.verdict == Verdict::Skip)
+        .map(|c| {
+            format!(
+                "{:?} {}:{} {} — {}",
+                c.verdict, c.id, c.plugin, c.name, c.reason
+            )
+        })
+        .collect();
+    assert!(bad.is_empty(), "ferry's plugins: {bad:#?}");
 }

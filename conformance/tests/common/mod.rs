@@ -106,3 +106,19 @@ pub fn pairs(v: &[(&str, &str)]) -> Vec<(String, String)> {
 pub fn err(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
+
+/// The directory with ferry's own plugins: `FERRY_PLUGINS`, else the target dir
+/// that holds `ferry` (built by `cargo build --workspace` / `cargo test --workspace`).
+pub fn ferry_plugins() -> PathBuf {
+    let dir = std::env::var_os("FERRY_PLUGINS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(FERRY).parent().unwrap().to_path_buf());
+    for p in ["bridge", "host-local", "portmap"] {
+        assert!(
+            dir.join(p).is_file(),
+            "{} missing: build the workspace first (cargo build --workspace) or set FERRY_PLUGINS",
+            dir.join(p).display()
+        );
+    }
+    dir
+}

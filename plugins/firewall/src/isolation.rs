@@ -170,7 +170,17 @@ fn families() -> Vec<(&'static str, &'static str)> {
 /// recomputed once.
 pub fn ensure(bridge: &str, network: &str) -> Result<()> {
     let what = format!("isolating bridge {bridge} (network {network:?})");
-    for (save, restore) in families() {
+    let fams = families();
+    if fams.is_empty() {
+        // Never report success for a security feature we could not install.
+        return Err(crate::error::Error::tool(
+            &what,
+            "iptables-restore",
+            "iptables-save/iptables-restore not found in PATH or /usr/sbin: \"isolate\" needs them",
+            "",
+        ));
+    }
+    for (save, restore) in fams {
         let mut attempt = 0;
         loop {
             let st = parse_state(&run_checked(save, &["-t", "filter"], None, &what)?);

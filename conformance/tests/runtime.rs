@@ -497,3 +497,68 @@ fn exec_is_retried_while_the_binary_is_busy() {
     });
     assert_eq!(s.calls(), pairs(&[("ADD", "spy-busy")]));
 }
+
+#[test]
+fn add_waits_for_a_running_gc() {
+    let s = Setup::new();
+    s.conf("10-rt.conflist", &json!({"cniVersion": "1.1.0", "name": "rt", "plugins": [
+        {"type": "spy-a", "spy": {"GC": {"sleepMs": 700}, "ADD": {"stdout": ip_result("1.1.0")}}}]}));
+    std::thread::scope(|sc| {
+        let gc = sc.spawn(|| s.ferry(&["gc", "rt"], &[]));
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let add = s.ferry(&["add", "rt", NS], &[]);
+        assert!(add.status.success(), "{}", err(&add));
+        assert!(gc.join().unwrap().status.success());
+    });
+    let log = s.log();
+    let add = log.iter().find(|r| r.command == "ADD").unwrap();
+    let gc = log.iter().find(|r| r.command == "GC").unwrap();
+    assert!(
+        add.start_ns >= gc.end_ns,
+        "ADD started while GC was running"
+    );
+}
+
+fn cache_file(s: &Setup) -> std::path::PathBuf {
+    let id = ferry_conformance::runtime::cli::container_id_for(std::path::Path::new(NS));
+    ferry_conformance::runtime::cache::path(&s.cache(), "rt", &id, "eth0")
+}
+
+#[test]
+fn an_unreadable_cache_entry_is_dropped_and_del_goes_on_without_prev_result() {
+    let s = Setup::new();
+    s.conf(
+        "10-rt.conflist",
+        &json!({"cniVersion": "1.0.0", "name": "rt", "plugins": [{"type": "spy-a"}]}),
+    );
+    let file = cache_file(&s);
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    std::fs::write(&file, "{garbage").unwrap();
+    let o = s.ferry(&["del", "rt", NS], &[]);
+    assert!(o.status.success(), "{}", err(&o));
+    assert!(s.log()[0].stdin_json().get("prevResult").is_none());
+    assert!(!file.exists());
+}
+
+#[test]
+fn a_bare_result_left_by_an_old_libcni_is_still_used() {
+    let s = Setup::new();
+    s.conf(
+        "10-rt.conflist",
+        &json!({"cniVersion": "0.4.0", "name": "rt", "plugins": [{"type": "spy-a"}]}),
+    );
+    let file = cache_file(&s);
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    std::fs::write(
+        &file,
+        json!({"cniVersion": "0.4.0", "ips": [{"version": "4", "address": "10.213.81.9/24"}]})
+            .to_string(),
+    )
+    .unwrap();
+    let o = s.ferry(&["del", "rt", NS], &[]);
+    assert!(o.status.success(), "{}", err(&o));
+    assert_eq!(
+        s.log()[0].stdin_json()["prevResult"]["ips"][0]["address"],
+        "10.213.81.9/24"
+    );
+}

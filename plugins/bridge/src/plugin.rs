@@ -267,33 +267,31 @@ impl BridgePlugin {
                 .with_details(format!("IPAM type {:?}", conf.ipam_type)));
             }
             let gws = calc_gateways(&mut result, conf);
-            self.configure_container(&ns, &cont, &cv, conf, &result)?;
-
-            if conf.is_gateway {
-                for gw in gws.v4.iter().chain(gws.v6.iter()) {
-                    ensure_bridge_addr(&host, &br, *gw, conf.force_address)
-                        .map_err(|e| e.context("failed to set bridge addr"))?;
-                }
-                if !gws.v4.is_empty() {
-                    sysctl::ensure("net/ipv4/ip_forward", "1")
-                        .map_err(|e| nl_err(e).context("failed to enable forwarding"))?;
-                }
-                if !gws.v6.is_empty() {
-                    sysctl::ensure("net/ipv6/conf/all/forwarding", "1")
-                        .map_err(|e| nl_err(e).context("failed to enable forwarding"))?;
-                }
-            }
+            let names = masq_names(&req.conf.name, ifname, &req.env.container_id);
             if conf.ip_masq {
-                let names = masq_names(&req.conf.name, ifname, &req.env.container_id);
-                let addrs: Vec<IpNet> = result.ips.iter().map(|i| i.address).collect();
-                {
-                    let names = names.clone();
-                    undo.push(move || {
-                        let _ = masq::teardown(&names);
-                    });
-                }
-                masq::setup(masq_backend(conf), &names, &addrs).map_err(fw_err)?;
+                let names = names.clone();
+                undo.push(move || {
+                    let _ = masq::teardown(&names);
+                });
             }
+            // The firewall tools are separate processes: install ipMasq while the
+            // container and the bridge are configured over netlink.
+            let addrs: Vec<IpNet> = result.ips.iter().map(|i| i.address).collect();
+            let (netlink_done, masq_done) = std::thread::scope(|s| {
+                let masq = conf.ip_masq.then(|| {
+                    s.spawn(|| masq::setup(masq_backend(conf), &names, &addrs).map_err(fw_err))
+                });
+                let netlink_done = self
+                    .configure_container(&ns, &cont, &cv, conf, &result)
+                    .and_then(|()| self.configure_gateway(&host, &br, conf, &gws));
+                let masq_done = masq.map(|t| {
+                    t.join()
+                        .unwrap_or_else(|_| Err(Error::internal("ipMasq thread panicked")))
+                });
+                (netlink_done, masq_done)
+            });
+            netlink_done?;
+            masq_done.transpose()?;
         } else if !conf.disable_container_interface && !cv.up {
             cont.set_up(cv.index)
                 .map_err(|e| nl_err(e).context(format!("failed to set {ifname:?} up")))?;
@@ -320,6 +318,32 @@ impl BridgePlugin {
         }
         undo.disarm();
         Ok(result)
+    }
+
+    /// The bridge as the gateway: its addresses, and forwarding for their families.
+    fn configure_gateway(
+        &self,
+        host: &Netlink,
+        br: &Link,
+        conf: &BridgeConf,
+        gws: &crate::config::Gateways,
+    ) -> Result<()> {
+        if !conf.is_gateway {
+            return Ok(());
+        }
+        for gw in gws.v4.iter().chain(gws.v6.iter()) {
+            ensure_bridge_addr(host, br, *gw, conf.force_address)
+                .map_err(|e| e.context("failed to set bridge addr"))?;
+        }
+        if !gws.v4.is_empty() {
+            sysctl::ensure("net/ipv4/ip_forward", "1")
+                .map_err(|e| nl_err(e).context("failed to enable forwarding"))?;
+        }
+        if !gws.v6.is_empty() {
+            sysctl::ensure("net/ipv6/conf/all/forwarding", "1")
+                .map_err(|e| nl_err(e).context("failed to enable forwarding"))?;
+        }
+        Ok(())
     }
 
     /// Host side of ADD: bridge, veth pair (container end created in the netns), port

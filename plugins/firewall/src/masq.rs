@@ -295,20 +295,34 @@ pub fn setup(backend: BackendKind, names: &MasqNames, addrs: &[IpNet]) -> Result
     let what = format!("setting up ipMasq chain {}", names.chain);
     match backend {
         BackendKind::Iptables => {
-            for v6 in [false, true] {
+            // The two families are independent tables and tools: do them side by side.
+            let one = |v6: bool| -> Result<()> {
                 let fam: Vec<IpNet> = addrs
                     .iter()
                     .copied()
                     .filter(|a| a.addr().is_ipv6() == v6)
                     .collect();
                 if fam.is_empty() {
-                    continue;
+                    return Ok(());
                 }
                 let state = ipt_state(&ipt_save(v6, &what)?, &names.chain);
                 let text = render_ipt_setup(names, &fam, &state);
-                run_checked(restore_tool(v6), &["--noflush", "-w"], Some(&text), &what)?;
-            }
-            Ok(())
+                run_checked(restore_tool(v6), &["--noflush", "-w"], Some(&text), &what).map(|_| ())
+            };
+            let (r4, r6) = std::thread::scope(|s| {
+                let t6 = s.spawn(|| one(true));
+                let r4 = one(false);
+                (r4, t6.join())
+            });
+            r4?;
+            r6.unwrap_or_else(|_| {
+                Err(crate::error::Error::tool(
+                    &what,
+                    "ip6tables-restore",
+                    "worker thread panicked",
+                    "",
+                ))
+            })
         }
         BackendKind::Nftables => {
             let prefix = names.nft_instance_prefix();
@@ -362,16 +376,20 @@ pub fn is_present(backend: BackendKind, names: &MasqNames, addrs: &[IpNet]) -> R
 /// and when a backend's tool is not installed.
 pub fn teardown(names: &MasqNames) -> Result<()> {
     let what = format!("removing ipMasq chain {}", names.chain);
-    for v6 in [false, true] {
+    let ipt = |v6: bool| -> Result<()> {
         if crate::executor::find_tool(save_tool(v6)).is_none() {
-            continue;
+            return Ok(());
         }
         let state = ipt_state(&ipt_save(v6, &what)?, &names.chain);
         if let Some(text) = render_ipt_teardown(&names.chain, &state) {
             run_checked(restore_tool(v6), &["--noflush", "-w"], Some(&text), &what)?;
         }
-    }
-    if crate::executor::find_tool("nft").is_some() {
+        Ok(())
+    };
+    let nft = || -> Result<()> {
+        if crate::executor::find_tool("nft").is_none() {
+            return Ok(());
+        }
         let prefix = names.nft_instance_prefix();
         let handles: Vec<u64> = nft_list()?
             .into_iter()
@@ -381,8 +399,28 @@ pub fn teardown(names: &MasqNames) -> Result<()> {
         if let Some(text) = render_nft_delete(&handles) {
             run_checked("nft", &["-f", "-"], Some(&text), &what)?;
         }
-    }
-    Ok(())
+        Ok(())
+    };
+    // Three independent tables, three tools: look and clean in parallel.
+    let results = std::thread::scope(|s| {
+        let t6 = s.spawn(|| ipt(true));
+        let tn = s.spawn(nft);
+        let r4 = ipt(false);
+        let panicked = || {
+            Err(crate::error::Error::tool(
+                &what,
+                "ipMasq teardown",
+                "worker thread panicked",
+                "",
+            ))
+        };
+        [
+            r4,
+            t6.join().unwrap_or_else(|_| panicked()),
+            tn.join().unwrap_or_else(|_| panicked()),
+        ]
+    });
+    results.into_iter().collect()
 }
 
 /// GC: removes ipMasq rules of `network` whose attachment is not valid. iptables rules are

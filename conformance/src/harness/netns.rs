@@ -41,6 +41,7 @@ pub fn run(h: &Harness) {
         bridge_check_tolerates_later_plugins(h);
         bridge_check_right_after_add(h);
         bridge_netns_is_self(h);
+        bridge_dual_stack(h);
     }
     delegation(h);
     if h.plugins.contains_key("portmap") {
@@ -1358,4 +1359,61 @@ fn delete_port_rules(h: &Harness, port: u16) -> usize {
         }
     }
     deleted
+}
+
+/// 2.1 dual-stack: one IPv4 and one IPv6 range give eth0 both addresses, both reported.
+fn bridge_dual_stack(h: &Harness) {
+    let p = "bridge";
+    let v = main_version(h, p);
+    let n = h.next();
+    let data_dir = h.scratch("hl-ds");
+    let ipam = json!({"type": "host-local", "dataDir": data_dir,
+                      "ranges": [[{"subnet": format!("10.213.{}.0/24", 80 + n % 16)}],
+                                 [{"subnet": format!("fd00:213:80:{:x}::/64", n % 256)}]]});
+    let Ok(a) = Attachment::new(h, &v, Some(ipam)) else {
+        return;
+    };
+    let o = h.call(p, &a.inv(h, "ADD"));
+    let finding = match result_of(&o) {
+        Err(e) => Finding::Violated(e),
+        Ok(r) => {
+            let reported: Vec<String> = r["ips"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|i| i["address"].as_str().map(str::to_owned))
+                .collect();
+            let link = container_link(&a);
+            let on_link: Vec<String> = link["addr_info"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|ai| {
+                    Some(format!(
+                        "{}/{}",
+                        ai["local"].as_str()?,
+                        ai["prefixlen"].as_u64()?
+                    ))
+                })
+                .collect();
+            let families = (
+                reported.iter().any(|a| !a.contains(':')),
+                reported.iter().any(|a| a.contains(':')),
+            );
+            let missing: Vec<&String> = reported.iter().filter(|a| !on_link.contains(a)).collect();
+            Finding::expect(
+                families == (true, true) && missing.is_empty(),
+                format!("{reported:?}"),
+                format!("reported {reported:?}, on eth0 {on_link:?}"),
+            )
+        }
+    };
+    h.add(
+        "2.1",
+        Level::M,
+        p,
+        "dual-stack ADD: eth0 has the reported IPv4 and IPv6 addresses",
+        finding,
+    );
+    a.cleanup(h);
 }

@@ -14,13 +14,18 @@
 //!   when the name exists (a reference `O_EXCL` create, another ferry, or a symlink). So
 //!   SIGKILL never leaves a torn lease, and the name itself is the exclusion — even against
 //!   a process that ignores the lock.
-//! - `.ferry-owners/<hash(id, ifname)>.<n>`: a symlink whose target is `../<ip>`, a hint so
-//!   ADD (idempotence) and DEL find an owner's lease without listing the directory. Hints
-//!   are never trusted alone: the lease file must still name the owner. The reference's DEL
-//!   walks sub-directories and reads through these links, so it removes them together with
-//!   the lease. Without a valid hint (leases written by the reference, or a crash between
-//!   link and hint), DEL and CHECK fall back to a full scan — the cost the reference pays on
-//!   every call.
+//! - `.ferry-owners/<hash(id, ifname)>.<n>`: a hint so ADD (idempotence) and DEL find an
+//!   owner's lease without listing the directory: a second hard link to the lease inode,
+//!   whose `user.ferry.ip` xattr names the address (a symlink to `../<ip>` where user xattrs
+//!   are unsupported). Hints are never trusted alone: the address's file must be that very
+//!   inode and still name the owner. The reference's DEL walks sub-directories and reads
+//!   these files, so it removes them together with the lease. Without a valid hint (leases
+//!   written by the reference, a repeated DEL) DEL and CHECK fall back to a full scan — the
+//!   cost the reference pays on every call.
+//! - `.ferry-owners/last_reserved_ip.<n>`: a spare copy of the cursor. The cursor is updated
+//!   by rewriting the spare and swapping it in with `RENAME_EXCHANGE`: atomic like a
+//!   rename, but without creating an inode per ADD (inode creation is the dominant cost of
+//!   an ADD on ext4, ~0.2 ms here).
 //! - Nothing is ever opened through a symlink (`O_NOFOLLOW` everywhere, `*at` calls relative
 //!   to the directory's descriptor); files are replaced by rename, never written in place.
 //!
@@ -31,7 +36,9 @@ use crate::config::check_network_name;
 use crate::range::{canonical, RangeSet};
 use cni::{code, Attachment, Error, Result};
 use nix::errno::Errno;
-use nix::fcntl::{openat, readlinkat, renameat, AtFlags, Flock, FlockArg, OFlag, AT_FDCWD};
+use nix::fcntl::{
+    openat, readlinkat, renameat, renameat2, AtFlags, Flock, FlockArg, OFlag, RenameFlags, AT_FDCWD,
+};
 use nix::sys::stat::{fstat, mkdirat, Mode, SFlag};
 use nix::unistd::{linkat, symlinkat, unlinkat, UnlinkatFlags};
 use sha2::{Digest, Sha256};
@@ -52,6 +59,38 @@ pub const TMP_PREFIX: &str = ".ferry-tmp";
 
 /// Largest lease file we read; real ones are an ID and an ifname.
 const MAX_LEASE_BYTES: u64 = 4096;
+
+/// The xattr on a lease inode naming its address, so a hard-linked hint leads back to it.
+const IP_XATTR: &std::ffi::CStr = c"user.ferry.ip";
+
+fn set_ip_xattr(fd: &OwnedFd, ip: &str) -> nix::Result<()> {
+    // SAFETY: valid fd, NUL-terminated name, buffer pointer and length from a live &str.
+    let rc = unsafe {
+        libc::fsetxattr(
+            fd.as_raw_fd(),
+            IP_XATTR.as_ptr(),
+            ip.as_ptr().cast(),
+            ip.len(),
+            0,
+        )
+    };
+    Errno::result(rc).map(drop)
+}
+
+fn get_ip_xattr(fd: &OwnedFd) -> Option<IpAddr> {
+    let mut buf = [0u8; 64];
+    // SAFETY: valid fd, NUL-terminated name, writable buffer of the given length.
+    let n = unsafe {
+        libc::fgetxattr(
+            fd.as_raw_fd(),
+            IP_XATTR.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    let n = usize::try_from(n).ok()?;
+    std::str::from_utf8(&buf[..n]).ok()?.parse().ok()
+}
 
 fn io_err(what: impl std::fmt::Display, e: Errno) -> Error {
     Error::new(code::IO, format!("{what}: {}", e.desc()))
@@ -382,6 +421,50 @@ impl DiskStore {
             .map_err(|e| io_err(format!("writing {}", self.name_path(name)), e))
     }
 
+    /// Update a cursor file without creating an inode: rewrite a spare copy kept in the
+    /// hint directory, then swap it with the visible file (`RENAME_EXCHANGE`, atomic). The
+    /// visible file is never written in place, so it is never torn; the spare may be, but
+    /// it is fully rewritten before every swap. Any failure: the caller falls back to temp
+    /// file + rename.
+    fn exchange_cursor(&mut self, name: &str, contents: &[u8]) -> Result<()> {
+        self.hint_dir(true)?;
+        let (dir, Some(hints)) = (&self.dir, self.hints.as_ref()) else {
+            return Err(Error::internal("hint directory vanished"));
+        };
+        let fail = |e: Errno| io_err(format!("updating {name}"), e);
+        let spare = openat(
+            hints,
+            name,
+            OFlag::O_WRONLY
+                | OFlag::O_CREAT
+                | OFlag::O_NOFOLLOW
+                | OFlag::O_NONBLOCK
+                | OFlag::O_CLOEXEC,
+            Mode::from_bits_truncate(0o644),
+        )
+        .map_err(|e| {
+            // Not a regular file (a planted symlink or FIFO): drop it; next time we start over.
+            let _ = unlinkat(hints, name, UnlinkatFlags::NoRemoveDir);
+            fail(e)
+        })?;
+        let st = fstat(&spare).map_err(fail)?;
+        if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT != SFlag::S_IFREG {
+            let _ = unlinkat(hints, name, UnlinkatFlags::NoRemoveDir);
+            return Err(fail(Errno::EINVAL));
+        }
+        let written = nix::sys::uio::pwrite(&spare, contents, 0).map_err(fail)?;
+        if written != contents.len() {
+            return Err(fail(Errno::EIO));
+        }
+        nix::unistd::ftruncate(&spare, contents.len() as i64).map_err(fail)?;
+        match renameat2(hints, name, dir, name, RenameFlags::RENAME_EXCHANGE) {
+            Ok(()) => Ok(()),
+            // First update: nothing to swap with, so the spare simply becomes the file.
+            Err(Errno::ENOENT) => renameat(hints, name, dir, name).map_err(fail),
+            Err(e) => Err(fail(e)),
+        }
+    }
+
     /// The owner part of a hint name: a hash, because IDs can be long and ifnames may hold
     /// characters that are awkward in file names.
     fn hint_prefix(owner: &Owner) -> String {
@@ -397,27 +480,49 @@ impl DiskStore {
     fn hinted(&mut self, owner: &Owner) -> Result<Vec<(String, Option<IpAddr>)>> {
         let slots = self.hint_slots;
         // Hints only save time: a broken hint directory means "scan", never a failed verb.
-        let hints = match self.hint_dir(false) {
-            Ok(Some(h)) => h,
-            Ok(None) => return Ok(Vec::new()),
-            Err(e) => {
-                eprintln!("host-local: ignoring owner hints: {}", e.msg);
-                return Ok(Vec::new());
-            }
+        if let Err(e) = self.hint_dir(false) {
+            eprintln!("host-local: ignoring owner hints: {}", e.msg);
+            return Ok(Vec::new());
+        }
+        let Some(hints) = self.hints.as_ref() else {
+            return Ok(Vec::new());
         };
         let mut out = Vec::new();
         for slot in 0..slots {
             let name = Self::hint_name(owner, slot);
-            match readlinkat(hints, name.as_str()) {
-                Ok(target) => {
-                    let ip = target
-                        .to_str()
-                        .and_then(|t| t.strip_prefix("../"))
-                        .and_then(|t| t.parse::<IpAddr>().ok());
+            match openat(
+                hints,
+                name.as_str(),
+                OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            ) {
+                Ok(fd) => {
+                    // A hard link: the xattr names the address; valid only while the
+                    // address's file is this very inode.
+                    let ip = get_ip_xattr(&fd).filter(|ip| {
+                        let lease = nix::sys::stat::fstatat(
+                            &self.dir,
+                            ip.to_string().as_str(),
+                            AtFlags::AT_SYMLINK_NOFOLLOW,
+                        );
+                        match (fstat(&fd), lease) {
+                            (Ok(h), Ok(l)) => h.st_ino == l.st_ino && h.st_dev == l.st_dev,
+                            _ => false,
+                        }
+                    });
                     out.push((name, ip));
                 }
                 Err(Errno::ENOENT) => {}
-                // Not a symlink (EINVAL) or unreadable: a broken hint, removed on DEL.
+                Err(Errno::ELOOP) => {
+                    // The symlink form (file systems without user xattrs).
+                    let ip = readlinkat(hints, name.as_str()).ok().and_then(|t| {
+                        t.to_str()
+                            .and_then(|t| t.strip_prefix("../"))
+                            .and_then(|t| t.parse::<IpAddr>().ok())
+                    });
+                    out.push((name, ip));
+                }
+                // Anything else is a broken hint: removed on DEL, never trusted.
                 Err(_) => out.push((name, None)),
             }
         }
@@ -426,28 +531,53 @@ impl DiskStore {
 
     /// Record hints for `owner`'s leases (slot = range-set index). Best effort: a missing
     /// hint only costs a scan later, so failures are reported on stderr, not to the runtime.
+    ///
+    /// A hint is a second hard link to the lease inode, whose `user.ferry.ip` xattr names
+    /// the address: no new inode (creating one costs ~0.2 ms on ext4, more than the rest of
+    /// an ADD), and "same inode" is an exact check that the lease is still the one we made.
+    /// Where user xattrs are not supported the hint is a symlink to `../<ip>` instead.
     pub fn record_hints(&mut self, owner: &Owner, leases: &[(usize, IpAddr)]) {
         let result = (|| -> Result<()> {
-            let hints = self
-                .hint_dir(true)?
-                .ok_or_else(|| Error::internal("hint directory vanished"))?;
             for (slot, ip) in leases {
-                let name = Self::hint_name(owner, *slot);
-                let target = format!("../{ip}");
-                match symlinkat(target.as_str(), hints, name.as_str()) {
-                    Ok(()) => {}
-                    Err(Errno::EEXIST) => {
-                        let _ = unlinkat(hints, name.as_str(), UnlinkatFlags::NoRemoveDir);
-                        symlinkat(target.as_str(), hints, name.as_str())
-                            .map_err(|e| io_err(format!("writing hint {name}"), e))?;
-                    }
-                    Err(e) => return Err(io_err(format!("writing hint {name}"), e)),
-                }
+                self.record_hint(owner, *slot, *ip)?;
             }
             Ok(())
         })();
         if let Err(e) = result {
             eprintln!("host-local: {} (DEL will scan instead)", e.msg);
+        }
+    }
+
+    fn record_hint(&mut self, owner: &Owner, slot: usize, ip: IpAddr) -> Result<()> {
+        let name = Self::hint_name(owner, slot);
+        let lease = ip.to_string();
+        let tagged = match openat(
+            &self.dir,
+            lease.as_str(),
+            OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        ) {
+            Ok(fd) => set_ip_xattr(&fd, &lease).is_ok(),
+            Err(e) => return Err(io_err(format!("opening {}", self.name_path(&lease)), e)),
+        };
+        self.hint_dir(true)?;
+        let (dir, Some(hints)) = (&self.dir, self.hints.as_ref()) else {
+            return Err(Error::internal("hint directory vanished"));
+        };
+        let make = |hints: &OwnedFd| {
+            if tagged {
+                linkat(dir, lease.as_str(), hints, name.as_str(), AtFlags::empty())
+            } else {
+                symlinkat(format!("../{lease}").as_str(), hints, name.as_str())
+            }
+        };
+        match make(hints) {
+            Ok(()) => Ok(()),
+            Err(Errno::EEXIST) => {
+                let _ = unlinkat(hints, name.as_str(), UnlinkatFlags::NoRemoveDir);
+                make(hints).map_err(|e| io_err(format!("writing hint {name}"), e))
+            }
+            Err(e) => Err(io_err(format!("writing hint {name}"), e)),
         }
     }
 
@@ -598,7 +728,9 @@ impl DiskStore {
                     let name = entry.file_name();
                     let Some(name) = name.to_str() else { continue };
                     let prefix = name.split('.').next().unwrap_or("");
-                    if !valid_hint_prefixes.contains(prefix) {
+                    if !valid_hint_prefixes.contains(prefix)
+                        && !name.starts_with(LAST_RESERVED_PREFIX)
+                    {
                         if let Err(e) = unlinkat(hints, name, UnlinkatFlags::NoRemoveDir) {
                             errors.push(format!("removing hint {name}: {}", e.desc()));
                         }
@@ -703,10 +835,12 @@ impl Store for DiskStore {
     }
 
     fn set_last_reserved(&mut self, set_index: usize, ip: IpAddr) -> Result<()> {
-        self.replace_file(
-            &format!("{LAST_RESERVED_PREFIX}{set_index}"),
-            ip.to_string().as_bytes(),
-        )
+        let name = format!("{LAST_RESERVED_PREFIX}{set_index}");
+        let contents = ip.to_string();
+        if self.exchange_cursor(&name, contents.as_bytes()).is_ok() {
+            return Ok(());
+        }
+        self.replace_file(&name, contents.as_bytes())
     }
 
     fn known_leases_of(&mut self, owner: &Owner) -> Result<Vec<IpAddr>> {
@@ -772,7 +906,19 @@ mod tests {
         assert_eq!(s.last_reserved(0), Some(ip("fd00:213:64::2")));
         assert_eq!(
             names(&tmp.path().join("fhlunit")),
-            ["fd00:213:64::2", "last_reserved_ip.0", "lock"]
+            [
+                ".ferry-owners",
+                "fd00:213:64::2",
+                "last_reserved_ip.0",
+                "lock"
+            ]
+        );
+        // Updating the cursor again swaps with the spare: still no temp file anywhere.
+        s.set_last_reserved(0, ip("fd00:213:64::3")).unwrap();
+        assert_eq!(s.last_reserved(0), Some(ip("fd00:213:64::3")));
+        assert_eq!(
+            names(&tmp.path().join("fhlunit/.ferry-owners")),
+            ["last_reserved_ip.0"]
         );
     }
 

@@ -315,13 +315,13 @@ fn gc_releases_only_unlisted_attachments(key: &str) {
     assert!(net.leases().is_empty());
     let dir = net.net_dir();
     assert!(dir.join("lock").exists() && dir.join("last_reserved_ip.0").exists());
-    // GC released the hints of the released owners too.
-    assert_eq!(
-        std::fs::read_dir(dir.join(".ferry-owners"))
-            .unwrap()
-            .count(),
-        0
-    );
+    // GC released the hints of the released owners too (the cursor spares stay).
+    let hints_left: Vec<String> = std::fs::read_dir(dir.join(".ferry-owners"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with("last_reserved_ip."))
+        .collect();
+    assert!(hints_left.is_empty(), "{hints_left:?}");
 }
 
 #[test]

@@ -10,13 +10,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
-/// Builds `conformance/libcni-driver` once per test binary, into a temp dir.
+/// Builds `conformance/libcni-driver` once per test binary.
 fn driver() -> PathBuf {
     static DRIVER: OnceLock<PathBuf> = OnceLock::new();
     DRIVER
         .get_or_init(|| {
-            let out_dir =
-                std::env::temp_dir().join(format!("fcf-libcni-driver-{}", std::process::id()));
+            // Cargo's scratch dir for integration tests: kept between runs, so Go's build
+            // cache makes the rebuild quick, and nothing piles up in /tmp.
+            let out_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("libcni-driver");
             std::fs::create_dir_all(&out_dir).unwrap();
             let bin = out_dir.join("libcni-driver");
             let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("libcni-driver");

@@ -136,6 +136,8 @@ pub struct DiskStore {
     /// next candidate so a crowded range costs one `linkat` per address, not a new file.
     spare_tmpfile: Option<(String, OwnedFd)>,
     tmpfile_supported: bool,
+    /// Hints as hard links tagged with an xattr (false: symlinks; tests use it).
+    xattr_hints: bool,
     _lock: Flock<OwnedFd>,
 }
 
@@ -270,6 +272,7 @@ impl DiskStore {
             hint_slots,
             spare_tmpfile: None,
             tmpfile_supported: true,
+            xattr_hints: true,
             _lock: lock,
         }))
     }
@@ -557,7 +560,7 @@ impl DiskStore {
             OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
             Mode::empty(),
         ) {
-            Ok(fd) => set_ip_xattr(&fd, &lease).is_ok(),
+            Ok(fd) => self.xattr_hints && set_ip_xattr(&fd, &lease).is_ok(),
             Err(e) => return Err(io_err(format!("opening {}", self.name_path(&lease)), e)),
         };
         self.hint_dir(true)?;
@@ -940,6 +943,43 @@ mod tests {
         assert_eq!(s.release_owner(&o).unwrap(), [ip("fd00:213:64::2")]);
         assert!(tmp.path().join("fhlunit/10.213.64.2").exists());
         assert_eq!(names(&tmp.path().join("fhlunit/.ferry-owners")).len(), 0);
+    }
+
+    #[test]
+    fn symlink_hints_work_where_xattrs_do_not() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut s = DiskStore::open(tmp.path(), "fhlunit", 1).unwrap();
+        s.xattr_hints = false;
+        let o = Owner::new("c1", "eth0");
+        s.reserve(ip("10.213.64.2"), &o).unwrap();
+        s.record_hints(&o, &[(0, ip("10.213.64.2"))]);
+        let hint = tmp
+            .path()
+            .join("fhlunit/.ferry-owners")
+            .join(DiskStore::hint_name(&o, 0));
+        assert!(std::fs::symlink_metadata(&hint)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        assert_eq!(s.known_leases_of(&o).unwrap(), [ip("10.213.64.2")]);
+        assert_eq!(s.release_owner(&o).unwrap(), [ip("10.213.64.2")]);
+        assert!(std::fs::symlink_metadata(&hint).is_err());
+    }
+
+    #[test]
+    fn cursor_update_falls_back_to_rename_when_the_spare_is_not_a_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut s = DiskStore::open(tmp.path(), "fhlunit", 1).unwrap();
+        s.set_last_reserved(0, ip("10.213.64.2")).unwrap();
+        let spare = tmp.path().join("fhlunit/.ferry-owners/last_reserved_ip.0");
+        let _ = std::fs::remove_file(&spare);
+        nix::unistd::mkfifo(&spare, Mode::from_bits_truncate(0o644)).unwrap();
+        s.set_last_reserved(0, ip("10.213.64.3")).unwrap();
+        assert_eq!(s.last_reserved(0), Some(ip("10.213.64.3")));
+        assert_eq!(
+            names(&tmp.path().join("fhlunit")),
+            [".ferry-owners", "last_reserved_ip.0", "lock"]
+        );
     }
 
     #[test]

@@ -8,7 +8,8 @@
 //! ```json
 //! {"spy": {"log": "/tmp/x/spy.jsonl",
 //!          "ADD":   {"exit": 0, "stdout": {"cniVersion": "1.0.0", "ips": []}},
-//!          "CHECK": {"exit": 1, "stdout": {"code": 11, "msg": "x"}, "sleepMs": 10},
+//!          "CHECK": {"exit": 1, "stdout": {"code": 11, "msg": "x"}, "sleepMs": 10,
+//!                    "touch": "/tmp/x/check-started"},
 //!          "byName": {"spy-b": {"ADD": {"exit": 1, "stdout": "not json"}}}}}
 //! ```
 //!
@@ -162,6 +163,11 @@ pub fn main(argv0: &str) -> ! {
         Some(v) => answer_from(v),
         None => default_answer(&command, &conf),
     };
+    // `"touch": PATH` (per verb) creates PATH as soon as the call starts, so a test can
+    // wait until a slow call is surely running.
+    if let Some(path) = script.and_then(|v| v.get("touch")).and_then(Value::as_str) {
+        let _ = std::fs::write(path, b"");
+    }
     if !answer.sleep.is_zero() {
         std::thread::sleep(answer.sleep);
     }

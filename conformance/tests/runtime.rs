@@ -431,15 +431,12 @@ fn concurrent_adds_for_one_container_do_not_overlap() {
 #[test]
 fn gc_waits_for_a_running_add() {
     let s = Setup::new();
-    s.conf(
-        "10-rt.conflist",
-        &json!({"cniVersion": "1.1.0", "name": "rt", "plugins": [
-        {"type": "spy-a", "spy": {"ADD": {"sleepMs": 700, "stdout": ip_result("1.1.0")}}}]}),
-    );
+    let started = s.dir.path().join("add-started");
+    s.conf("10-rt.conflist", &json!({"cniVersion": "1.1.0", "name": "rt", "plugins": [
+        {"type": "spy-a", "spy": {"ADD": {"sleepMs": 700, "touch": started, "stdout": ip_result("1.1.0")}}}]}));
     std::thread::scope(|sc| {
         let add = sc.spawn(|| s.ferry(&["add", "rt", NS], &[]));
-        // Start GC once the ADD is surely running (its spy has not logged yet: it logs at the end).
-        std::thread::sleep(std::time::Duration::from_millis(200));
+        wait_for(&started);
         let gc = s.ferry(&["gc", "rt"], &[]);
         assert!(gc.status.success(), "{}", err(&gc));
         assert!(add.join().unwrap().status.success());
@@ -501,11 +498,12 @@ fn exec_is_retried_while_the_binary_is_busy() {
 #[test]
 fn add_waits_for_a_running_gc() {
     let s = Setup::new();
+    let started = s.dir.path().join("gc-started");
     s.conf("10-rt.conflist", &json!({"cniVersion": "1.1.0", "name": "rt", "plugins": [
-        {"type": "spy-a", "spy": {"GC": {"sleepMs": 700}, "ADD": {"stdout": ip_result("1.1.0")}}}]}));
+        {"type": "spy-a", "spy": {"GC": {"sleepMs": 700, "touch": started}, "ADD": {"stdout": ip_result("1.1.0")}}}]}));
     std::thread::scope(|sc| {
         let gc = sc.spawn(|| s.ferry(&["gc", "rt"], &[]));
-        std::thread::sleep(std::time::Duration::from_millis(200));
+        wait_for(&started);
         let add = s.ferry(&["add", "rt", NS], &[]);
         assert!(add.status.success(), "{}", err(&add));
         assert!(gc.join().unwrap().status.success());
@@ -561,4 +559,15 @@ fn a_bare_result_left_by_an_old_libcni_is_still_used() {
         s.log()[0].stdin_json()["prevResult"]["ips"][0]["address"],
         "10.213.81.9/24"
     );
+}
+
+/// Polls until `path` exists (a spy's "touch"), at most 30 s.
+fn wait_for(path: &std::path::Path) {
+    for _ in 0..3000 {
+        if path.exists() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    panic!("{} never appeared", path.display());
 }

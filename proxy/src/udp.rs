@@ -157,7 +157,9 @@ fn on_datagram(
         return;
     };
     flow.last_active.store(now, Ordering::Relaxed);
-    match flow.socket.try_send(payload) {
+    // A raw send: tokio's try_send reports WouldBlock on a socket it has not yet seen
+    // become writable, which would drop every flow's first datagram.
+    match send_connected(flow.socket.as_raw_fd(), payload) {
         Ok(n) => MappingStats::add(&stats.bytes_to_backend, n as u64),
         // Full socket buffer or ICMP error from an earlier datagram: UDP may drop.
         Err(_) => MappingStats::add(&stats.errors, 1),
@@ -253,6 +255,23 @@ async fn relay_replies(
                 }
             }
         });
+    }
+}
+
+fn send_connected(fd: RawFd, payload: &[u8]) -> io::Result<usize> {
+    // SAFETY: payload is a valid slice; the socket is connected.
+    let n = unsafe {
+        libc::send(
+            fd,
+            payload.as_ptr() as *const libc::c_void,
+            payload.len(),
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        )
+    };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
     }
 }
 

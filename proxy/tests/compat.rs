@@ -1,0 +1,216 @@
+//! docker-proxy compatible mode, driven the way dockerd drives docker-proxy: a pipe on
+//! fd 3 for the status, optionally a bound socket on fd 4, signals to stop.
+
+mod common;
+
+use common::*;
+use nix::sys::signal::Signal;
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::OwnedFd;
+use std::time::Duration;
+
+static PORTS: PortPool = PortPool::new(23000);
+
+fn compat_args(proto: &str, host: SocketAddr, backend: SocketAddr) -> Vec<String> {
+    vec![
+        "-proto".into(),
+        proto.into(),
+        "-host-ip".into(),
+        host.ip().to_string(),
+        "-host-port".into(),
+        host.port().to_string(),
+        "-container-ip".into(),
+        backend.ip().to_string(),
+        "-container-port".into(),
+        backend.port().to_string(),
+    ]
+}
+
+fn refs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+#[test]
+fn ready_signal_then_forwarding_then_sigterm_exits_zero() {
+    require_root();
+    let backend = tcp_echo("127.0.0.1:0");
+    let host: SocketAddr = format!("127.0.0.1:{}", PORTS.take()).parse().unwrap();
+    let args = compat_args("tcp", host, backend);
+    let mut p = spawn_proxy(&refs(&args), None, None);
+    assert_eq!(p.read_status(), b"0\n");
+    assert_eq!(echo_round_trip(host, b"hello").unwrap(), b"hello");
+    p.signal(Signal::SIGTERM);
+    assert_eq!(p.wait_code(), Some(0));
+    assert!(
+        std::net::TcpStream::connect(host).is_err(),
+        "listener must be closed after SIGTERM"
+    );
+}
+
+#[test]
+fn sigint_exits_zero_and_go_flag_forms_work() {
+    require_root();
+    let backend = tcp_echo("127.0.0.1:0");
+    let port = PORTS.take();
+    let host_port = format!("--host-port={port}");
+    let container_port = format!("-container-port={}", backend.port());
+    let args = [
+        "--proto=tcp",
+        "-host-ip=127.0.0.1",
+        &host_port,
+        "--container-ip",
+        "127.0.0.1",
+        &container_port,
+    ];
+    let mut p = spawn_proxy(&args, None, None);
+    assert_eq!(p.read_status(), b"0\n");
+    let host: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    assert_eq!(echo_round_trip(host, b"x").unwrap(), b"x");
+    p.signal(Signal::SIGINT);
+    assert_eq!(p.wait_code(), Some(0));
+}
+
+#[test]
+fn taken_port_reports_one_and_the_error_then_exits_one() {
+    require_root();
+    let port = PORTS.take();
+    let _holder = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let host: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let args = compat_args("tcp", host, "127.0.0.1:9".parse().unwrap());
+    let mut p = spawn_proxy(&refs(&args), None, None);
+    let status = String::from_utf8(p.read_status()).unwrap();
+    assert!(status.starts_with("1\n"), "{status:?}");
+    assert!(status.contains("in use"), "{status:?}");
+    assert_eq!(p.wait_code(), Some(1));
+}
+
+#[test]
+fn bad_flags_report_one_on_the_status_pipe() {
+    require_root();
+    let mut p = spawn_proxy(&["-proto", "tcp", "-bogus", "1"], None, None);
+    let status = String::from_utf8(p.read_status()).unwrap();
+    assert!(
+        status.starts_with("1\n") && status.contains("bogus"),
+        "{status:?}"
+    );
+    assert_eq!(p.wait_code(), Some(1));
+    let mut p = spawn_proxy(
+        &[
+            "-proto",
+            "sctp",
+            "-host-port",
+            "1",
+            "-container-ip",
+            "10.213.48.2",
+            "-container-port",
+            "1",
+        ],
+        None,
+        None,
+    );
+    let status = String::from_utf8(p.read_status()).unwrap();
+    assert!(
+        status.starts_with("1\n") && status.contains("sctp"),
+        "{status:?}"
+    );
+    assert_eq!(p.wait_code(), Some(1));
+}
+
+#[test]
+fn use_listen_fd_serves_the_inherited_tcp_socket() {
+    require_root();
+    let backend = tcp_echo("127.0.0.1:0");
+    let port = PORTS.take();
+    // dockerd binds (it may or may not listen); the proxy must cope with a bound-only one.
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_reuse_address(true).unwrap();
+    socket
+        .bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
+        .unwrap();
+    let bound: SocketAddr = socket.local_addr().unwrap().as_socket().unwrap();
+    let _ = port;
+    let container_port = backend.port().to_string();
+    let args = [
+        "-proto",
+        "tcp",
+        "-host-ip",
+        "127.0.0.1",
+        "-host-port",
+        &bound.port().to_string(),
+        "-container-ip",
+        "127.0.0.1",
+        "-container-port",
+        &container_port,
+        "-use-listen-fd",
+    ]
+    .map(String::from);
+    let mut p = spawn_proxy(&refs(&args), Some(OwnedFd::from(socket)), None);
+    assert_eq!(p.read_status(), b"0\n");
+    assert_eq!(echo_round_trip(bound, b"via fd 4").unwrap(), b"via fd 4");
+    p.signal(Signal::SIGTERM);
+    assert_eq!(p.wait_code(), Some(0));
+}
+
+#[test]
+fn use_listen_fd_without_fd_four_fails_on_the_status_pipe() {
+    require_root();
+    let args = [
+        "-proto",
+        "tcp",
+        "-container-ip",
+        "127.0.0.1",
+        "-container-port",
+        "80",
+        "-use-listen-fd",
+    ];
+    let mut p = spawn_proxy(&args, None, None);
+    let status = String::from_utf8(p.read_status()).unwrap();
+    assert!(
+        status.starts_with("1\n") && status.contains("fd 4"),
+        "{status:?}"
+    );
+    assert_eq!(p.wait_code(), Some(1));
+}
+
+#[test]
+fn udp_mode_and_udp_listen_fd_forward_datagrams() {
+    require_root();
+    let backend = udp_echo("127.0.0.1:0");
+    let host: SocketAddr = format!("127.0.0.1:{}", PORTS.take()).parse().unwrap();
+    let args = compat_args("udp", host, backend);
+    let mut p = spawn_proxy(&refs(&args), None, None);
+    assert_eq!(p.read_status(), b"0\n");
+    let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    client.connect(host).unwrap();
+    client.send(b"ping").unwrap();
+    let mut buf = [0u8; 16];
+    let n = client.recv(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"ping");
+    p.signal(Signal::SIGTERM);
+    assert_eq!(p.wait_code(), Some(0));
+
+    let inherited = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let bound = inherited.local_addr().unwrap();
+    let mut args = compat_args("udp", bound, backend);
+    args.push("-use-listen-fd".into());
+    let mut p = spawn_proxy(&refs(&args), Some(OwnedFd::from(inherited)), None);
+    assert_eq!(p.read_status(), b"0\n");
+    client.connect(bound).unwrap();
+    client.send(b"pong").unwrap();
+    let n = client.recv(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"pong");
+}
+
+#[test]
+fn version_flag_prints_and_exits_zero() {
+    require_root();
+    let out = std::process::Command::new(proxy_bin())
+        .arg("-v")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ferry-proxy"));
+}

@@ -126,6 +126,13 @@ impl Harness {
                 plugins.insert(name.to_string(), p);
             }
         }
+        if plugins.is_empty() {
+            return Err(format!(
+                "none of {} in {}: nothing to check",
+                KNOWN_PLUGINS.join(", "),
+                opts.plugins_dir.display()
+            ));
+        }
         let tag = format!(
             "{:x}",
             (std::process::id() as u64 * 7919 + nanos()) % 0xfffff

@@ -148,6 +148,40 @@ pub fn del_known(family: Family, chain: &str, keys: &[(&'static str, String)]) -
     Ok(())
 }
 
+/// The reference's nftables portmap chains; its rules carry the container ID as comment.
+const REFERENCE_CHAINS: [&str; 3] = ["hostports", "hostip_hostports", "masquerading"];
+
+/// Removes rules the reference's nftables backend installed for `container_id` (found by
+/// their comment). Reads the reference's chains only when its `hostports` chain exists.
+pub fn del_reference_rules(family: Family, container_id: &str) -> Result<bool> {
+    let mut batch = Batch::new();
+    for chain in REFERENCE_CHAINS {
+        let Some(doc) = Nft.list_json(
+            &["chain", family.nft(), NFT_TABLE, chain],
+            "reading the reference's nft chain",
+        )?
+        else {
+            if chain == "hostports" {
+                return Ok(false);
+            }
+            continue;
+        };
+        for r in listed_rules(&doc) {
+            if r.comment.as_deref() == Some(container_id) {
+                batch.delete_rule(family, NFT_TABLE, chain, r.handle);
+            }
+        }
+    }
+    if batch.is_empty() {
+        return Ok(false);
+    }
+    Nft.apply(
+        &batch,
+        "removing port mappings the reference plugin installed",
+    )?;
+    Ok(true)
+}
+
 /// Keys of the map elements in `nft list map` text whose verdict is `jump <chain>`.
 pub fn elements_jumping_to(text: &str, chain: &str) -> Vec<String> {
     let Some(start) = text.find("elements = {") else {

@@ -237,6 +237,23 @@ fn remove(state: &State, conf: &PortMapConfig, network: &str, container_id: &str
             Err(_) if !known && *family == Family::V6 => {}
             Err(e) => return Err(e),
         }
+        if owner.is_none() {
+            // Unknown attachment (made before ferry ran, or under a config with the other
+            // backend): look in the other backend too, best effort, and for rules of the
+            // reference's nftables backend (their comment is the container ID).
+            let other = match backend {
+                BackendKind::Iptables => BackendKind::Nftables,
+                BackendKind::Nftables => BackendKind::Iptables,
+            };
+            let _ = teardown(
+                other,
+                *family,
+                network,
+                container_id,
+                conf.conditions(*family),
+            );
+            let _ = nft::del_reference_rules(*family, container_id);
+        }
     }
     let mut udp: Vec<(Family, u16)> = conf
         .mappings

@@ -743,3 +743,30 @@ fn invalid_mappings_and_missing_prev_result() {
     assert_eq!(t.ferry("ADD", "c1", &c).unwrap(), echoed(&c));
     assert_eq!(t.leftovers(), Vec::<String>::new());
 }
+
+#[test]
+fn del_removes_rules_of_the_reference_nftables_backend() {
+    let t = Topo::new("rn");
+    // What the reference's nftables portmap leaves for two containers.
+    let script = format!(
+        "add table ip cni_hostport\n\
+         add chain ip cni_hostport hostports\n\
+         add chain ip cni_hostport hostip_hostports\n\
+         add chain ip cni_hostport masquerading {{ type nat hook postrouting priority srcnat ; }}\n\
+         add rule ip cni_hostport hostports ip protocol tcp th dport 22050 dnat ip addr . port to {C4} . 80 comment \"refnft\"\n\
+         add rule ip cni_hostport hostports ip protocol tcp th dport 22051 dnat ip addr . port to {C4} . 81 comment \"other\"\n\
+         add rule ip cni_hostport masquerading ip saddr {C4} ip daddr {C4} masquerade comment \"refnft\"\n"
+    );
+    let path = std::env::temp_dir().join(format!("fpm-refnft-{}.nft", std::process::id()));
+    std::fs::write(&path, script).unwrap();
+    t.in_host(&["nft", "-f", path.to_str().unwrap()]);
+    let _ = std::fs::remove_file(&path);
+    let c = conf("nftables", json!([]), &[&format!("{C4}/24")], json!({}));
+    t.ferry("DEL", "refnft", &c).expect("DEL");
+    let left = t.in_host(&["nft", "list", "table", "ip", "cni_hostport"]);
+    assert!(!left.contains("\"refnft\""), "{left}");
+    assert!(
+        left.contains("\"other\""),
+        "other containers' rules stay: {left}"
+    );
+}

@@ -73,16 +73,6 @@ impl Drop for TestNs {
     }
 }
 
-/// A host link (bridge or veth) we created, removed on drop, with its isolation rules.
-pub struct HostLink(pub String);
-
-impl Drop for HostLink {
-    fn drop(&mut self) {
-        let _ = firewall::isolation::remove(&self.0);
-        let _ = ip(&["link", "del", &self.0]);
-    }
-}
-
 /// A temp dir removed on drop.
 pub struct TempDir(pub PathBuf);
 
@@ -161,8 +151,16 @@ pub struct Call<'a> {
     pub args: &'a str,
 }
 
-pub fn run(c: &Call<'_>, conf: &Value) -> Run {
-    let mut cmd = Command::new(&c.bin);
+/// Runs a plugin in the netns `host` (when given) the way a runtime runs it.
+pub fn run_in(host: Option<&str>, c: &Call<'_>, conf: &Value) -> Run {
+    let mut cmd = match host {
+        Some(h) => {
+            let mut c2 = Command::new("ip");
+            c2.args(["netns", "exec", h]).arg(&c.bin);
+            c2
+        }
+        None => Command::new(&c.bin),
+    };
     cmd.env_clear()
         .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
         .env("CNI_COMMAND", c.cmd)
@@ -191,53 +189,6 @@ pub fn run(c: &Call<'_>, conf: &Value) -> Run {
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
-}
-
-/// Shorthand: ferry bridge `cmd` for container `id` in `ns` as eth0.
-pub fn ferry(cmd: &str, id: &str, ns: Option<&str>, cni_path: &str, conf: &Value) -> Run {
-    run(
-        &Call {
-            bin: ferry_bridge(),
-            cmd,
-            id,
-            netns: ns,
-            ifname: "eth0",
-            cni_path,
-            args: "",
-        },
-        conf,
-    )
-}
-
-pub fn host_link_exists(name: &str) -> bool {
-    ip(&["link", "show", name]).status.success()
-}
-
-/// Host veths enslaved to `bridge`.
-pub fn ports_of(bridge: &str) -> Vec<String> {
-    let out = ip(&["-o", "link", "show", "master", bridge]);
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.split(':').nth(1))
-        .map(|n| n.trim().split('@').next().unwrap_or("").to_string())
-        .collect()
-}
-
-pub fn nat_rules_mentioning(text: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    for tool in ["iptables", "ip6tables"] {
-        let o = Command::new(tool)
-            .args(["-t", "nat", "-S"])
-            .output()
-            .unwrap();
-        out.extend(
-            String::from_utf8_lossy(&o.stdout)
-                .lines()
-                .filter(|l| l.contains(text))
-                .map(String::from),
-        );
-    }
-    out
 }
 
 /// Polls `f` until true or 5 s pass.
@@ -307,16 +258,96 @@ pub fn tcp_echo(from: &TestNs, to: &TestNs, addr: &str) -> bool {
     ok
 }
 
-/// Removes every ipMasq rule of a network on drop (GC with an empty valid list), so a
-/// failing test leaves no NAT rules behind.
-pub struct NetGuard(pub String);
+/// The "host" of a test: a throw-away namespace in which the plugin runs, so its bridges,
+/// sysctls (forwarding), iptables and nft rules never touch the real host and all vanish
+/// with the namespace, even when the test panics.
+pub struct Host {
+    pub ns: TestNs,
+}
 
-impl Drop for NetGuard {
-    fn drop(&mut self) {
-        let net = self.0.clone();
-        let hash = ferry_bridge::names::masq_names(&net, "", "").nft_network_hash;
-        let _ = firewall::masq::gc(&net, &hash, &[], |id, ifn| {
-            ferry_bridge::names::masq_names(&net, ifn, id)
-        });
+impl Host {
+    pub fn new() -> Host {
+        let ns = TestNs::new("h");
+        let out = ip(&["-n", &ns.name, "link", "set", "lo", "up"]);
+        assert!(out.status.success());
+        Host { ns }
+    }
+    pub fn name(&self) -> &str {
+        &self.ns.name
+    }
+    /// A plugin call inside this host.
+    pub fn run(&self, c: &Call<'_>, conf: &Value) -> Run {
+        run_in(Some(&self.ns.name), c, conf)
+    }
+    /// Shorthand: ferry bridge `cmd` for container `id` in `netns` as eth0.
+    pub fn ferry(
+        &self,
+        cmd: &str,
+        id: &str,
+        netns: Option<&str>,
+        cni_path: &str,
+        conf: &Value,
+    ) -> Run {
+        self.run(
+            &Call {
+                bin: ferry_bridge(),
+                cmd,
+                id,
+                netns,
+                ifname: "eth0",
+                cni_path,
+                args: "",
+            },
+            conf,
+        )
+    }
+    /// A command inside this host; its stdout.
+    pub fn sh(&self, args: &[&str]) -> String {
+        String::from_utf8_lossy(&self.exec(args).stdout).into_owned()
+    }
+    /// A command inside this host.
+    pub fn exec(&self, args: &[&str]) -> Output {
+        self.ns.exec(args)
+    }
+    /// `ip` inside this host must succeed.
+    pub fn ip(&self, args: &[&str]) {
+        let mut a = vec!["-n", self.name()];
+        a.extend_from_slice(args);
+        let out = ip(&a);
+        assert!(out.status.success(), "ip {a:?}: {out:?}");
+    }
+    pub fn link_exists(&self, name: &str) -> bool {
+        ip(&["-n", self.name(), "link", "show", name])
+            .status
+            .success()
+    }
+    /// Veths enslaved to `bridge`.
+    pub fn ports_of(&self, bridge: &str) -> Vec<String> {
+        let out = ip(&["-n", self.name(), "-o", "link", "show", "master", bridge]);
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split(':').nth(1))
+            .map(|n| n.trim().split('@').next().unwrap_or("").to_string())
+            .collect()
+    }
+    /// nat rules (both families) whose text contains `text`.
+    pub fn nat_rules_mentioning(&self, text: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        for tool in ["iptables", "ip6tables"] {
+            out.extend(
+                self.sh(&[tool, "-t", "nat", "-S"])
+                    .lines()
+                    .filter(|l| l.contains(text))
+                    .map(String::from),
+            );
+        }
+        out
+    }
+}
+
+impl TestNs {
+    /// A command inside this namespace; its stdout.
+    pub fn sh(&self, args: &[&str]) -> String {
+        String::from_utf8_lossy(&self.exec(args).stdout).into_owned()
     }
 }

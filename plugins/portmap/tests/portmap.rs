@@ -770,3 +770,45 @@ fn del_removes_rules_of_the_reference_nftables_backend() {
         "other containers' rules stay: {left}"
     );
 }
+
+#[test]
+fn host_ip_limits_the_mapping_to_its_address_and_family() {
+    let mut t = Topo::new("hi");
+    let ctr = t.ctr.clone();
+    let out = t.out.clone();
+    t.serve(&ctr, "TCP4-LISTEN:80,fork,reuseaddr", "via-host-ip");
+    // an IPv6 hostIP with an IPv4-only container installs nothing
+    let v6only = conf(
+        "iptables",
+        json!([{"hostPort": 22060, "containerPort": 80, "protocol": "tcp", "hostIP": "fd00:213:32:1::1"}]),
+        &[&format!("{C4}/24")],
+        json!({}),
+    );
+    t.ferry("ADD", "c6", &v6only).expect("ADD");
+    assert_eq!(t.leftovers(), Vec::<String>::new());
+    for backend in ["iptables", "nftables"] {
+        let c = conf(
+            backend,
+            json!([{"hostPort": 22061, "containerPort": 80, "protocol": "tcp", "hostIP": HOST_O4}]),
+            &[&format!("{C4}/24")],
+            json!({}),
+        );
+        t.ferry("ADD", "c1", &c).expect("ADD");
+        t.expect_reply(&out, &format!("TCP:{HOST_O4}:22061"), "via-host-ip");
+        // another address of the same host is not forwarded (nothing listens there)
+        let other = sh(&[
+            "ip",
+            "netns",
+            "exec",
+            &out,
+            "socat",
+            "-T1",
+            "-",
+            &format!("TCP:{HOST_C4}:22061,connect-timeout=1"),
+        ]);
+        assert!(!String::from_utf8_lossy(&other.stdout).contains("via-host-ip"));
+        t.ferry("CHECK", "c1", &c).expect("CHECK");
+        t.ferry("DEL", "c1", &c).expect("DEL");
+        assert_eq!(t.leftovers(), Vec::<String>::new());
+    }
+}

@@ -216,6 +216,16 @@ fn allocate_one(
         if known.contains(&ip) {
             return lease_in(set, set_index, ip, false);
         }
+        if let Some(held) = known.iter().find(|k| set.range_for(**k).is_some()) {
+            // A second address in one range set would outlive the DEL of this attachment.
+            return Err(Error::new(
+                code::ADDRESS_IN_USE,
+                format!(
+                    "container {} ifname {} already holds {held} in range set {} of network                      {:?}; DEL it before asking for {ip}",
+                    req.owner.container_id, req.owner.ifname, set.field, req.network
+                ),
+            ));
+        }
         if store.reserve(ip, req.owner)? {
             store.set_last_reserved(set_index, ip).inspect_err(|_| {
                 let _ = store.release(ip, req.owner);
@@ -502,6 +512,24 @@ mod tests {
         assert_eq!(a[0].address, b[0].address);
         assert!(!b[0].created);
         assert_eq!(s.leases.len(), 1);
+    }
+
+    #[test]
+    fn repeated_add_asking_for_another_address_is_refused() {
+        let sets = [set("10.213.64.0/24", None, None, "ranges[0]")];
+        let mut s = MemStore::default();
+        add(&mut s, &sets, "c1", &[]).unwrap();
+        let e = add(&mut s, &sets, "c1", &[ip("10.213.64.50")]).unwrap_err();
+        assert_eq!(e.code, code::ADDRESS_IN_USE);
+        assert!(
+            e.msg.contains("10.213.64.2") && e.msg.contains("DEL"),
+            "{}",
+            e.msg
+        );
+        assert_eq!(s.leases.len(), 1);
+        // Asking for the address it already holds is fine.
+        let l = add(&mut s, &sets, "c1", &[ip("10.213.64.2")]).unwrap();
+        assert!(!l[0].created);
     }
 
     #[test]

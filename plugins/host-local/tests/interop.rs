@@ -160,3 +160,40 @@ fn ipv6_lease_names_are_spelled_like_the_reference() {
         std::fs::read(theirs.net_dir().join("last_reserved_ip.0")).unwrap()
     );
 }
+
+#[test]
+fn crossed_add_and_del_in_parallel_leave_nothing_behind() {
+    assert_reference_installed();
+    let net = Net::new("fhlcross");
+    let conf = net.conf(
+        "1.0.0",
+        json!({"ranges": [[{"subnet": "10.213.64.0/24"}], [{"subnet": "fd00:213:64::/64"}]]}),
+    );
+    let handles: Vec<_> = (0..40)
+        .map(|i| {
+            let conf = conf.clone();
+            // Half are added by ferry and deleted by the reference, half the other way.
+            let (add, del) = if i % 2 == 0 {
+                (FERRY, REFERENCE)
+            } else {
+                (REFERENCE, FERRY)
+            };
+            std::thread::spawn(move || {
+                let id = format!("x{i}");
+                let got = run(add, "ADD", &id, "eth0", &conf).addresses();
+                assert_eq!(got.len(), 2, "{id}");
+                run(del, "DEL", &id, "eth0", &conf).ok();
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    assert!(net.leases().is_empty(), "{:?}", net.leases());
+    let hints: Vec<String> = std::fs::read_dir(net.net_dir().join(".ferry-owners"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with("last_reserved_ip."))
+        .collect();
+    assert!(hints.is_empty(), "stale hints: {hints:?}");
+}

@@ -55,6 +55,9 @@ enum Cmd {
     Gc(NetworkArgs),
     /// Ask every plugin of the network whether it can serve ADD.
     Status(NetworkArgs),
+    /// Check that every plugin of the network exists and supports the list's version
+    /// (libcni's ValidateNetworkList); prints each plugin's supported versions.
+    Validate { network: String },
     /// List the port mappings of cached attachments (all, or one container's).
     Ports {
         /// A container ID, a netns path, or a network name.
@@ -152,6 +155,7 @@ pub fn main() -> i32 {
         Cmd::Check(a) => crate::runtime::cli::check(&a),
         Cmd::Gc(a) => crate::runtime::cli::gc(&a),
         Cmd::Status(a) => crate::runtime::cli::status(&a),
+        Cmd::Validate { network } => crate::runtime::cli::validate(&network),
         Cmd::Ports {
             container,
             cache_dir,

@@ -571,3 +571,53 @@ fn wait_for(path: &std::path::Path) {
     }
     panic!("{} never appeared", path.display());
 }
+
+#[test]
+fn validate_probes_versions_and_treats_pre_version_plugins_as_0_1_0() {
+    let s = Setup::new();
+    s.conf(
+        "10-rt.conflist",
+        &json!({"cniVersion": "1.0.0", "name": "rt", "plugins": [
+        {"type": "spy-a"}, {"type": "spy-b"}]}),
+    );
+    let o = s.ferry(&["validate", "rt"], &[]);
+    assert!(o.status.success(), "{}", err(&o));
+    assert!(String::from_utf8_lossy(&o.stdout)
+        .contains("spy-a: 0.1.0 0.2.0 0.3.0 0.3.1 0.4.0 1.0.0 1.1.0"));
+    let version_probe = &s.log()[0];
+    assert_eq!(
+        (
+            version_probe.env["CNI_NETNS"].as_str(),
+            version_probe.env["CNI_PATH"].as_str()
+        ),
+        ("dummy", "dummy")
+    );
+    // 2.24: a plugin from before VERSION.
+    let rt = ferry_conformance::runtime::Runtime {
+        cni_path: vec![s.bin()],
+        cache_dir: s.cache(),
+        timeout: std::time::Duration::from_secs(30),
+    };
+    let old = s.bin().join("spy-old");
+    std::fs::write(
+        &old,
+        format!(
+            "#!/bin/bash\nexport FERRY_SPY_SCRIPT='{}'\nexec -a \"$0\" {} \"$@\"\n",
+            json!({"VERSION": {"exit": 1, "stdout": {"code": 4, "msg": "unknown CNI_COMMAND: VERSION"}}}),
+            common::FERRY
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&old, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    assert_eq!(rt.plugin_versions("spy-old").unwrap(), ["0.1.0"]);
+    s.conf(
+        "10-rt.conflist",
+        &json!({"cniVersion": "1.0.0", "name": "rt", "plugins": [{"type": "spy-old"}]}),
+    );
+    let o = s.ferry(&["validate", "rt"], &[]);
+    assert!(
+        !o.status.success() && err(&o).contains("does not support config version \"1.0.0\""),
+        "{}",
+        err(&o)
+    );
+}

@@ -180,6 +180,20 @@ pub fn status(a: &NetworkArgs) -> i32 {
         .unwrap_or_else(|c| c)
 }
 
+/// `ferry validate`.
+pub fn validate(network: &str) -> i32 {
+    let r = runtime(Path::new("/var/lib/cni"));
+    match with_list("validate", network, |l| r.validate(l)) {
+        Ok(plugins) => {
+            for (ty, versions) in plugins {
+                println!("{ty}: {}", versions.join(" "));
+            }
+            0
+        }
+        Err(code) => code,
+    }
+}
+
 /// One line of `ferry ports`: `80/tcp -> 0.0.0.0:8080`.
 pub fn port_lines(entry: &cache::CacheEntry) -> Vec<String> {
     entry

@@ -516,6 +516,89 @@ impl Runtime {
     }
 }
 
+/// 3.10: decodes a VERSION answer as libcni's `PluginDecoder` does: `cniVersion` is
+/// required, and `supportedVersions` too, except that a bare "0.2.0" means 0.1.0 and 0.2.0.
+pub fn decode_version_answer(bytes: &[u8]) -> Result<Vec<String>, RuntimeError> {
+    let v: Value = serde_json::from_slice(bytes)
+        .map_err(|e| RuntimeError::new(6, format!("decoding version info: {e}")))?;
+    let version = v
+        .get("cniVersion")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| RuntimeError::new(6, "decoding version info: missing field cniVersion"))?;
+    match v.get("supportedVersions").and_then(Value::as_array) {
+        Some(list) if !list.is_empty() => Ok(list
+            .iter()
+            .filter_map(|x| x.as_str().map(str::to_owned))
+            .collect()),
+        _ if version == "0.2.0" => Ok(vec!["0.1.0".into(), "0.2.0".into()]),
+        _ => Err(RuntimeError::new(
+            6,
+            "decoding version info: missing field supportedVersions",
+        )),
+    }
+}
+
+impl Runtime {
+    /// Asks a plugin which versions it supports (VERSION, with the dummy env libcni
+    /// sends). 2.24: a plugin that answers `unknown CNI_COMMAND: VERSION` predates VERSION
+    /// and supports only 0.1.0.
+    pub fn plugin_versions(&self, plugin_type: &str) -> Result<Vec<String>, RuntimeError> {
+        let bin = find_in_path(plugin_type, &self.cni_path)?;
+        let mut inv = Invocation::new(&bin);
+        for (k, v) in std::env::vars() {
+            inv = inv.var(&k, &v);
+        }
+        inv = inv
+            .var("CNI_COMMAND", "VERSION")
+            .var("CNI_NETNS", "dummy")
+            .var("CNI_IFNAME", "dummy")
+            .var("CNI_PATH", "dummy")
+            .stdin(format!("{{\"cniVersion\":\"{}\"}}", config::RUNTIME_VERSION).into_bytes());
+        inv.timeout = self.timeout;
+        let o = inv.run(None);
+        if o.success() {
+            return decode_version_answer(&o.stdout);
+        }
+        let e = plugin_error(&o);
+        if e.msg == "unknown CNI_COMMAND: VERSION" {
+            return Ok(vec!["0.1.0".into()]);
+        }
+        Err(e)
+    }
+
+    /// libcni's `ValidateNetworkList`: every plugin exists and lists the list's version
+    /// (exact string). Returns each plugin's versions.
+    pub fn validate(&self, list: &NetworkList) -> Result<Vec<(String, Vec<String>)>, RuntimeError> {
+        let want = list.version_or_default();
+        let mut out = Vec::new();
+        let mut problems = Vec::new();
+        for p in &list.plugins {
+            let ty = p
+                .get("type")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
+            match self.plugin_versions(&ty) {
+                Ok(vs) => {
+                    if !vs.iter().any(|v| v == want) {
+                        problems.push(format!(
+                            "plugin {ty} does not support config version {want:?}"
+                        ));
+                    }
+                    out.push((ty, vs));
+                }
+                Err(e) => problems.push(format!("plugin {ty}: {e}")),
+            }
+        }
+        if problems.is_empty() {
+            Ok(out)
+        } else {
+            Err(RuntimeError::new(1, problems.join("; ")))
+        }
+    }
+}
+
 impl RuntimeError {
     /// Sets details.
     pub fn with_details(mut self, d: &str) -> RuntimeError {
@@ -597,4 +680,44 @@ pub fn convert(v: &Value, version: &str) -> Result<Value, RuntimeError> {
         .ok_or_else(|| RuntimeError::new(1, format!("unknown result version {version:?}")))?;
     let parsed = cni::CniResult::from_json(v, target).map_err(err)?;
     parsed.to_json(target).map_err(err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_answers_decode_like_libcni() {
+        assert_eq!(
+            decode_version_answer(br#"{"cniVersion":"0.2.0"}"#).unwrap(),
+            ["0.1.0", "0.2.0"]
+        );
+        assert!(decode_version_answer(br#"{"cniVersion":"1.0.0"}"#).is_err());
+        assert!(decode_version_answer(br#"{}"#).is_err());
+        assert_eq!(
+            decode_version_answer(
+                br#"{"cniVersion":"1.0.0","supportedVersions":["0.4.0","1.0.0"]}"#
+            )
+            .unwrap(),
+            ["0.4.0", "1.0.0"]
+        );
+    }
+
+    #[test]
+    fn ifname_rules() {
+        assert!(validate_ifname("abcdefghijklmno").is_ok());
+        for bad in [
+            "",
+            "abcdefghijklmnop",
+            "éééééééé",
+            ".",
+            "..",
+            "eth0:1",
+            "a/b",
+            "a b",
+            "a\tb",
+        ] {
+            assert_eq!(validate_ifname(bad).unwrap_err().code, 4, "{bad:?}");
+        }
+    }
 }

@@ -2,6 +2,7 @@
 //! reference `portmap`).
 
 mod config;
+mod conntrack;
 mod host;
 mod ipt;
 mod nft;

@@ -3,7 +3,7 @@
 use crate::config::{container_addresses, not_chained, Mapping, PortMapConfig};
 use crate::rules::{dnat_chain_name, FamilyAttachment};
 use crate::state::{Claim, Owner, ProtocolName, State};
-use crate::{host, ipt, nft, sockets};
+use crate::{conntrack, host, ipt, nft, sockets};
 use cni::{code, CniResult, Error, Request, Result};
 use firewall::{BackendKind, Family};
 use ipnet::IpNet;
@@ -154,9 +154,22 @@ fn teardown(
 }
 
 fn flush_udp(family: Family, ports: impl IntoIterator<Item = u16>) {
-    for port in ports.into_iter().collect::<BTreeSet<u16>>() {
-        if let Err(e) = host::flush_udp_conntrack(family, port) {
-            eprintln!("portmap: failed to delete stale UDP conntrack entries for port {port}: {e}");
+    let ports: BTreeSet<u16> = ports.into_iter().collect();
+    if ports.is_empty() {
+        return;
+    }
+    let af = match family {
+        Family::V4 => libc::AF_INET,
+        Family::V6 => libc::AF_INET6,
+    } as u8;
+    // ctnetlink first (one dump for all ports); the conntrack tool if that is unavailable.
+    if let Err(e) = conntrack::delete_udp(af, &ports) {
+        for port in &ports {
+            if let Err(tool) = host::flush_udp_conntrack(family, *port) {
+                eprintln!(
+                    "portmap: failed to delete stale UDP conntrack entries for port {port}: netlink: {e}; conntrack tool: {tool}"
+                );
+            }
         }
     }
 }

@@ -7,7 +7,6 @@
 //! inconsistent). Dumps that report it are retried.
 
 use std::net::{IpAddr, Ipv4Addr};
-use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
 
 use futures::StreamExt;
 use ipnet::IpNet;
@@ -25,7 +24,7 @@ use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
 };
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
-use netlink_sys::{protocols::NETLINK_ROUTE, Socket, TokioSocket};
+use netlink_sys::{protocols::NETLINK_ROUTE, AsyncSocket, TokioSocket};
 
 use crate::error::{code, Error, Result};
 use crate::netns::Netns;
@@ -148,42 +147,43 @@ pub struct Netlink {
     handle: rtnetlink::Handle,
 }
 
-fn open_route_socket() -> Result<OwnedFd> {
-    let sock = Socket::new(NETLINK_ROUTE)
-        .map_err(|e| Error::new(code::INTERNAL, format!("opening netlink socket: {e}")))?;
-    // SAFETY: into_raw_fd hands over sole ownership of a valid fd.
-    Ok(unsafe { OwnedFd::from_raw_fd(sock.into_raw_fd()) })
+/// A netlink route socket registered with `rt`'s reactor, created in the calling thread's
+/// namespace. Built with `TokioSocket::new` (fallible) rather than from a raw fd, whose
+/// constructor panics on registration errors.
+fn open_route_socket(rt: &tokio::runtime::Handle) -> Result<TokioSocket> {
+    let _guard = rt.enter();
+    <TokioSocket as AsyncSocket>::new(NETLINK_ROUTE)
+        .map_err(|e| Error::new(code::INTERNAL, format!("opening netlink socket: {e}")))
+}
+
+fn new_runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .map_err(|e| Error::new(code::INTERNAL, format!("starting netlink runtime: {e}")))
 }
 
 impl Netlink {
     /// A socket in the caller's own namespace (the host, for a plugin).
     pub fn current() -> Result<Self> {
-        Self::from_fd(open_route_socket()?)
+        let rt = new_runtime()?;
+        let sock = open_route_socket(rt.handle())?;
+        Ok(Self::from_socket(rt, sock))
     }
 
     /// A socket inside `ns`. Only the socket's creation happens in the namespace (on a
     /// throw-away thread); all requests are then sent from the caller's thread.
     pub fn in_netns(ns: &Netns) -> Result<Self> {
-        let fd = ns.run(open_route_socket)??;
-        Self::from_fd(fd)
+        let rt = new_runtime()?;
+        let handle = rt.handle().clone();
+        let sock = ns.run(move || open_route_socket(&handle))??;
+        Ok(Self::from_socket(rt, sock))
     }
 
-    fn from_fd(fd: OwnedFd) -> Result<Self> {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_io()
-            .build()
-            .map_err(|e| Error::new(code::INTERNAL, format!("starting netlink runtime: {e}")))?;
-        let handle = {
-            let _guard = rt.enter();
-            let raw = fd.into_raw_fd();
-            // Registering with the reactor cannot fail inside an io-enabled runtime.
-            // SAFETY: `raw` is a valid netlink socket we own.
-            let sock = unsafe { TokioSocket::from_raw_fd(raw) };
-            let (conn, handle, _) = rtnetlink::from_socket(sock);
-            rt.spawn(conn);
-            handle
-        };
-        Ok(Netlink { rt, handle })
+    fn from_socket(rt: tokio::runtime::Runtime, sock: TokioSocket) -> Self {
+        let (conn, handle, _) = rtnetlink::from_socket(sock);
+        rt.spawn(conn);
+        Netlink { rt, handle }
     }
 
     /// Sends one request and waits for its ACK (or error). Returns the inner messages the

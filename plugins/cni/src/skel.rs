@@ -204,7 +204,17 @@ fn dispatch(
             format!("unknown CNI_COMMAND: {command}"),
         ));
     };
-    let env = Env::from_lookup(cmd, get)?;
+    let env = match Env::from_lookup(cmd, get) {
+        Ok(env) => env,
+        Err(e) => {
+            // Still name the request's version in the error object (checklist §9.2): peek at
+            // whatever stdin already holds, without waiting on a runtime that sends nothing.
+            if let Ok(m) = parse_object(&stdin.read_available()) {
+                *version_for_error = peek_version(&m).ok().flatten();
+            }
+            return Err(e);
+        }
+    };
     let conf = read_conf(stdin, version_for_error)?;
     let gate = |min: Version| -> Result<()> {
         if version::numeric(conf.cni_version.as_str()) < version::numeric(min.as_str()) {
@@ -395,6 +405,17 @@ mod tests {
         assert_eq!(s, 1);
         assert_eq!(v["code"], 11);
         assert_eq!(v["cniVersion"], "1.0.0");
+    }
+
+    #[test]
+    fn env_errors_still_carry_the_request_version() {
+        let (s, out, _) = call(
+            &[("CNI_COMMAND", "ADD")],
+            r#"{"cniVersion":"0.4.0","name":"n"}"#,
+        );
+        let v: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!((s, v["code"].as_u64()), (1, Some(4)));
+        assert_eq!(v["cniVersion"], "0.4.0");
     }
 
     #[test]

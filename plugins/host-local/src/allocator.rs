@@ -92,9 +92,10 @@ impl Holder {
 
 /// The seam between allocation logic and where reservations live.
 pub trait Store {
-    /// Atomically create the reservation of `ip` for `owner` if nobody holds it.
-    /// `Ok(false)`: already taken. Must be exclusive even against other processes.
-    fn reserve(&mut self, ip: IpAddr, owner: &Owner) -> Result<bool>;
+    /// Atomically create the reservation of `ip` (in range set `set_index`) for `owner` if
+    /// nobody holds it. `Ok(false)`: already taken. Must be exclusive even against other
+    /// processes.
+    fn reserve(&mut self, ip: IpAddr, owner: &Owner, set_index: usize) -> Result<bool>;
     /// Remove the reservation of `ip` if `owner` still holds it (rollback).
     fn release(&mut self, ip: IpAddr, owner: &Owner) -> Result<()>;
     /// Who holds `ip`; `None` when it is free.
@@ -226,7 +227,7 @@ fn allocate_one(
                 ),
             ));
         }
-        if store.reserve(ip, req.owner)? {
+        if store.reserve(ip, req.owner, set_index)? {
             store.set_last_reserved(set_index, ip).inspect_err(|_| {
                 let _ = store.release(ip, req.owner);
             })?;
@@ -255,7 +256,7 @@ fn allocate_one(
     }
     let last = store.last_reserved(set_index);
     for (ip, _) in set.candidates(last) {
-        if store.reserve(ip, req.owner)? {
+        if store.reserve(ip, req.owner, set_index)? {
             store.set_last_reserved(set_index, ip).inspect_err(|_| {
                 let _ = store.release(ip, req.owner);
             })?;
@@ -288,7 +289,7 @@ pub mod mem {
     }
 
     impl Store for MemStore {
-        fn reserve(&mut self, ip: IpAddr, owner: &Owner) -> Result<bool> {
+        fn reserve(&mut self, ip: IpAddr, owner: &Owner, _set_index: usize) -> Result<bool> {
             if self.fail_reserve_of == Some(ip) {
                 return Err(Error::new(code::IO, "disk full"));
             }

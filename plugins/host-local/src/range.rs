@@ -491,6 +491,27 @@ mod tests {
     }
 
     #[test]
+    fn huge_ipv6_ranges_are_walked_lazily() {
+        let set = RangeSet::from_specs(&[spec("fd00:213:64::/64")], "s").unwrap();
+        assert_eq!(set.capacity(), (1u128 << 64) - 2);
+        let first: Vec<String> = set
+            .candidates(Some(ip("fd00:213:64::ffff:ffff:ffff:fffe")))
+            .take(3)
+            .map(|(ip, _)| ip.to_string())
+            .collect();
+        assert_eq!(
+            first,
+            [
+                "fd00:213:64:0:ffff:ffff:ffff:ffff",
+                "fd00:213:64::2",
+                "fd00:213:64::3"
+            ]
+        );
+        let whole = RangeSet::from_specs(&[spec("::/0")], "s").unwrap();
+        assert!(whole.candidates(None).next().is_some());
+    }
+
+    #[test]
     fn requested_ip_accepts_prefix_and_mapped_forms() {
         assert_eq!(parse_requested_ip("10.1.2.3/24"), Some(ip("10.1.2.3")));
         assert_eq!(parse_requested_ip("::ffff:10.1.2.3"), Some(ip("10.1.2.3")));

@@ -17,8 +17,10 @@
 //! - `.ferry-owners/<hash(id, ifname)>.<n>`: a hint so ADD (idempotence) and DEL find an
 //!   owner's lease without listing the directory: a second hard link to the lease inode,
 //!   whose `user.ferry.ip` xattr names the address (a symlink to `../<ip>` where user xattrs
-//!   are unsupported). Hints are never trusted alone: the address's file must be that very
-//!   inode and still name the owner. The reference's DEL walks sub-directories and reads
+//!   are unsupported). The hint is linked to the unnamed file *before* the lease gets its
+//!   name, so a lease made by ferry is never without its hint, even after SIGKILL. Hints are
+//!   never trusted alone: the address's file must be that very inode and still name the
+//!   owner. DEL trusts hints alone only when every range set has a valid one. The reference's DEL walks sub-directories and reads
 //!   these files, so it removes them together with the lease. Without a valid hint (leases
 //!   written by the reference, a repeated DEL) DEL and CHECK fall back to a full scan — the
 //!   cost the reference pays on every call.
@@ -92,6 +94,10 @@ fn get_ip_xattr(fd: &OwnedFd) -> Option<IpAddr> {
     std::str::from_utf8(&buf[..n]).ok()?.parse().ok()
 }
 
+fn contents_of(owner: &Owner) -> String {
+    owner.lease_contents()
+}
+
 fn io_err(what: impl std::fmt::Display, e: Errno) -> Error {
     Error::new(code::IO, format!("{what}: {}", e.desc()))
 }
@@ -126,15 +132,24 @@ pub struct GcReport {
     pub skipped: Vec<IpAddr>,
 }
 
+/// An unnamed lease file being placed: its content, range-set slot, and the owner hint
+/// already linked to it (if any).
+struct Spare {
+    contents: String,
+    slot: usize,
+    fd: OwnedFd,
+    hint: Option<String>,
+}
+
 /// An open, locked network directory. The lock is held until the store is dropped.
 pub struct DiskStore {
     dir: OwnedFd,
     path: PathBuf,
     hints: Option<OwnedFd>,
     hint_slots: usize,
-    /// An unnamed file that lost a race for one address, kept (with its content) for the
-    /// next candidate so a crowded range costs one `linkat` per address, not a new file.
-    spare_tmpfile: Option<(String, OwnedFd)>,
+    /// An unnamed file that lost a race for one address, kept for the next candidate so a
+    /// crowded range costs one `linkat` per address, not a new file.
+    spare: Option<Spare>,
     tmpfile_supported: bool,
     /// Hints as hard links tagged with an xattr (false: symlinks; tests use it).
     xattr_hints: bool,
@@ -270,7 +285,7 @@ impl DiskStore {
             path,
             hints: None,
             hint_slots,
-            spare_tmpfile: None,
+            spare: None,
             tmpfile_supported: true,
             xattr_hints: true,
             _lock: lock,
@@ -380,6 +395,54 @@ impl DiskStore {
             Ok(()) => Ok(true),
             Err(Errno::EEXIST) => Ok(false),
             Err(e) => Err(e),
+        }
+    }
+
+    /// Link an open file under `hint` in the hint directory, replacing a stale hint.
+    fn link_fd_as_hint(&mut self, fd: &OwnedFd, hint: &str) -> Result<()> {
+        self.hint_dir(true)?;
+        let Some(hints) = self.hints.as_ref() else {
+            return Err(Error::internal("hint directory vanished"));
+        };
+        let proc_path = format!("/proc/self/fd/{}", fd.as_raw_fd());
+        let link = || {
+            linkat(
+                AT_FDCWD,
+                proc_path.as_str(),
+                hints,
+                hint,
+                AtFlags::AT_SYMLINK_FOLLOW,
+            )
+        };
+        match link() {
+            Ok(()) => Ok(()),
+            Err(Errno::EEXIST) => {
+                let _ = unlinkat(hints, hint, UnlinkatFlags::NoRemoveDir);
+                link().map_err(|e| io_err(format!("writing hint {hint}"), e))
+            }
+            Err(e) => Err(io_err(format!("writing hint {hint}"), e)),
+        }
+    }
+
+    fn unlink_hint(&self, name: &str) {
+        if let Some(hints) = self.hints.as_ref() {
+            let _ = unlinkat(hints, name, UnlinkatFlags::NoRemoveDir);
+        }
+    }
+
+    /// Drop an unnamed file that never became a lease, and the hint linked to it.
+    fn discard_spare(&mut self, spare: Spare) {
+        if let (Some(hint), Some(hints)) = (&spare.hint, self.hints.as_ref()) {
+            let same = match (
+                fstat(&spare.fd),
+                nix::sys::stat::fstatat(hints, hint.as_str(), AtFlags::AT_SYMLINK_NOFOLLOW),
+            ) {
+                (Ok(a), Ok(b)) => a.st_ino == b.st_ino && a.st_dev == b.st_dev,
+                _ => false,
+            };
+            if same {
+                let _ = unlinkat(hints, hint.as_str(), UnlinkatFlags::NoRemoveDir);
+            }
         }
     }
 
@@ -553,6 +616,13 @@ impl DiskStore {
 
     fn record_hint(&mut self, owner: &Owner, slot: usize, ip: IpAddr) -> Result<()> {
         let name = Self::hint_name(owner, slot);
+        if self
+            .hinted(owner)?
+            .iter()
+            .any(|(n, hinted_ip)| *n == name && *hinted_ip == Some(ip))
+        {
+            return Ok(()); // placed by `reserve` before the lease appeared
+        }
         let lease = ip.to_string();
         let tagged = match openat(
             &self.dir,
@@ -633,13 +703,13 @@ impl DiskStore {
 
     /// Pick the owner's leases from a scan with the reference's two passes: exact
     /// (ID, ifname) matches; if there are none, files holding only the ID.
-    fn owned_in_scan(scan: &[ScannedLease], owner: &Owner) -> Vec<IpAddr> {
+    fn owned_in_scan(scan: &[ScannedLease], owner: &Owner, legacy_too: bool) -> Vec<IpAddr> {
         let exact: Vec<IpAddr> = scan
             .iter()
             .filter(|l| matches!(&l.holder, Holder::Owner(o) if l.holder.is_held_by(owner) && o.ifname == owner.ifname))
             .map(|l| l.ip)
             .collect();
-        if !exact.is_empty() {
+        if !exact.is_empty() || !legacy_too {
             return exact;
         }
         scan.iter()
@@ -654,7 +724,7 @@ impl DiskStore {
         if !known.is_empty() {
             return Ok(known);
         }
-        Ok(Self::owned_in_scan(&self.scan(true)?, owner))
+        Ok(Self::owned_in_scan(&self.scan(true)?, owner, true))
     }
 
     /// Release everything `owner` holds (DEL). Idempotent. With a valid hint this touches
@@ -663,24 +733,24 @@ impl DiskStore {
     pub fn release_owner(&mut self, owner: &Owner) -> Result<Vec<IpAddr>> {
         let hinted = self.hinted(owner)?;
         let mut released = Vec::new();
-        for (_, ip) in &hinted {
-            if let Some(ip) = ip {
-                if self.holder(*ip)?.is_some_and(|h| h.is_held_by(owner)) {
-                    self.unlink_lease(*ip)?;
-                    released.push(*ip);
-                }
-            }
-        }
-        if released.is_empty() {
-            for ip in Self::owned_in_scan(&self.scan(true)?, owner) {
+        for ip in hinted.iter().filter_map(|(_, ip)| *ip) {
+            if self.holder(ip)?.is_some_and(|h| h.is_held_by(owner)) && !released.contains(&ip) {
                 self.unlink_lease(ip)?;
                 released.push(ip);
             }
         }
-        if let Some(hints) = self.hints.as_ref() {
-            for (name, _) in &hinted {
-                let _ = unlinkat(hints, name.as_str(), UnlinkatFlags::NoRemoveDir);
+        // Only a valid hint for every range set proves there is nothing else to find
+        // (the ADD finished); otherwise look at every file, as the reference does.
+        if released.len() < self.hint_slots {
+            let scan = self.scan(true)?;
+            let legacy_too = released.is_empty();
+            for ip in Self::owned_in_scan(&scan, owner, legacy_too) {
+                self.unlink_lease(ip)?;
+                released.push(ip);
             }
+        }
+        for (name, _) in &hinted {
+            self.unlink_hint(name);
         }
         Ok(released)
     }
@@ -782,34 +852,66 @@ impl DiskStore {
 }
 
 impl Store for DiskStore {
-    fn reserve(&mut self, ip: IpAddr, owner: &Owner) -> Result<bool> {
+    fn reserve(&mut self, ip: IpAddr, owner: &Owner, slot: usize) -> Result<bool> {
         let name = ip.to_string();
         let contents = owner.lease_contents();
-        let fd = match self.spare_tmpfile.take() {
-            Some((spare_contents, fd)) if spare_contents == contents => Some(fd),
-            _ => self.tmpfile_with(contents.as_bytes())?,
+        let mut spare = match self.spare.take() {
+            Some(sp) if sp.contents == contents && sp.slot == slot => sp,
+            other => {
+                if let Some(old) = other {
+                    self.discard_spare(old);
+                }
+                match self.tmpfile_with(contents.as_bytes())? {
+                    Some(fd) => Spare {
+                        contents,
+                        slot,
+                        fd,
+                        hint: None,
+                    },
+                    None => return self.create_via_named_temp(&name, contents.as_bytes()),
+                }
+            }
         };
-        match fd {
-            Some(fd) => match self.link_tmpfile(&fd, &name) {
-                Ok(true) => Ok(true),
-                Ok(false) => {
-                    // Keep the unnamed file for the next candidate: same content.
-                    self.spare_tmpfile = Some((contents, fd));
-                    Ok(false)
+        // The hint is in place *before* the lease gets its name: a lease made by ferry is
+        // never without its hint, even when we are killed right after linking it (the
+        // xattr already names this candidate; a hint whose address's file is another inode
+        // is simply ignored).
+        if self.xattr_hints {
+            if set_ip_xattr(&spare.fd, &name).is_err() {
+                self.xattr_hints = false;
+            } else if spare.hint.is_none() {
+                let hint = Self::hint_name(owner, slot);
+                if self.link_fd_as_hint(&spare.fd, &hint).is_ok() {
+                    spare.hint = Some(hint);
                 }
-                Err(Errno::ENOENT) => {
-                    // No /proc: fall back to a named temp file from now on.
-                    self.tmpfile_supported = false;
-                    self.create_via_named_temp(&name, contents.as_bytes())
-                }
-                Err(e) => Err(io_err(format!("creating {}", self.name_path(&name)), e)),
-            },
-            None => self.create_via_named_temp(&name, contents.as_bytes()),
+            }
+        }
+        match self.link_tmpfile(&spare.fd, &name) {
+            Ok(true) => Ok(true),
+            Ok(false) => {
+                self.spare = Some(spare);
+                Ok(false)
+            }
+            Err(Errno::ENOENT) => {
+                // No /proc: fall back to a named temp file from now on.
+                self.discard_spare(spare);
+                self.tmpfile_supported = false;
+                self.create_via_named_temp(&name, contents_of(owner).as_bytes())
+            }
+            Err(e) => {
+                self.discard_spare(spare);
+                Err(io_err(format!("creating {}", self.name_path(&name)), e))
+            }
         }
     }
 
     fn release(&mut self, ip: IpAddr, owner: &Owner) -> Result<()> {
         if self.holder(ip)?.is_some_and(|h| h.is_held_by(owner)) {
+            for (name, hinted_ip) in self.hinted(owner)? {
+                if hinted_ip == Some(ip) {
+                    self.unlink_hint(&name);
+                }
+            }
             self.unlink_lease(ip)?;
         }
         Ok(())
@@ -859,6 +961,16 @@ impl Store for DiskStore {
     }
 }
 
+impl Drop for DiskStore {
+    /// An exhausted range leaves an unused unnamed file whose hint must not outlive it.
+    /// Runs before the lock field is dropped, so still under the lock.
+    fn drop(&mut self) {
+        if let Some(spare) = self.spare.take() {
+            self.discard_spare(spare);
+        }
+    }
+}
+
 impl AsFd for DiskStore {
     fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
         self.dir.as_fd()
@@ -887,14 +999,27 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let mut s = DiskStore::open(tmp.path(), "fhlunit", 1).unwrap();
         let o = Owner::new("c1", "eth0");
-        assert!(s.reserve(ip("10.213.64.2"), &o).unwrap());
+        assert!(s.reserve(ip("10.213.64.2"), &o, 0).unwrap());
         assert!(!s
-            .reserve(ip("10.213.64.2"), &Owner::new("c2", "eth0"))
+            .reserve(ip("10.213.64.2"), &Owner::new("c2", "eth0"), 0)
             .unwrap());
         let content = std::fs::read(tmp.path().join("fhlunit/10.213.64.2")).unwrap();
         assert_eq!(content, b"c1\r\neth0");
-        assert_eq!(s.holder(ip("10.213.64.2")).unwrap(), Some(Holder::Owner(o)));
-        assert_eq!(names(&tmp.path().join("fhlunit")), ["10.213.64.2", "lock"]);
+        assert_eq!(
+            s.holder(ip("10.213.64.2")).unwrap(),
+            Some(Holder::Owner(o.clone()))
+        );
+        drop(s);
+        assert_eq!(
+            names(&tmp.path().join("fhlunit")),
+            [".ferry-owners", "10.213.64.2", "lock"]
+        );
+        // c1's hint was in place before its lease; c2's, made for an address it lost, is
+        // gone with the store.
+        assert_eq!(
+            names(&tmp.path().join("fhlunit/.ferry-owners")),
+            [DiskStore::hint_name(&o, 0)]
+        );
     }
 
     #[test]
@@ -903,8 +1028,8 @@ mod tests {
         let mut s = DiskStore::open(tmp.path(), "fhlunit", 1).unwrap();
         s.tmpfile_supported = false;
         let o = Owner::new("c1", "eth0");
-        assert!(s.reserve(ip("fd00:213:64::2"), &o).unwrap());
-        assert!(!s.reserve(ip("fd00:213:64::2"), &o).unwrap());
+        assert!(s.reserve(ip("fd00:213:64::2"), &o, 0).unwrap());
+        assert!(!s.reserve(ip("fd00:213:64::2"), &o, 0).unwrap());
         s.set_last_reserved(0, ip("fd00:213:64::2")).unwrap();
         assert_eq!(s.last_reserved(0), Some(ip("fd00:213:64::2")));
         assert_eq!(
@@ -930,8 +1055,8 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let mut s = DiskStore::open(tmp.path(), "fhlunit", 2).unwrap();
         let o = Owner::new("c1", "eth0");
-        s.reserve(ip("10.213.64.2"), &o).unwrap();
-        s.reserve(ip("fd00:213:64::2"), &o).unwrap();
+        s.reserve(ip("10.213.64.2"), &o, 0).unwrap();
+        s.reserve(ip("fd00:213:64::2"), &o, 1).unwrap();
         s.record_hints(&o, &[(0, ip("10.213.64.2")), (1, ip("fd00:213:64::2"))]);
         assert_eq!(
             s.known_leases_of(&o).unwrap(),
@@ -951,7 +1076,7 @@ mod tests {
         let mut s = DiskStore::open(tmp.path(), "fhlunit", 1).unwrap();
         s.xattr_hints = false;
         let o = Owner::new("c1", "eth0");
-        s.reserve(ip("10.213.64.2"), &o).unwrap();
+        s.reserve(ip("10.213.64.2"), &o, 0).unwrap();
         s.record_hints(&o, &[(0, ip("10.213.64.2"))]);
         let hint = tmp
             .path()
@@ -1008,7 +1133,7 @@ mod tests {
         let sets = [RangeSet::from_specs(&[spec], "s").unwrap()];
         let mut s = DiskStore::open(tmp.path(), "fhlunit", 1).unwrap();
         assert!(s.exhausted_sets(&sets).unwrap().is_empty());
-        s.reserve(ip("10.213.64.2"), &Owner::new("c1", "eth0"))
+        s.reserve(ip("10.213.64.2"), &Owner::new("c1", "eth0"), 0)
             .unwrap();
         assert_eq!(s.exhausted_sets(&sets).unwrap().len(), 1);
     }

@@ -130,4 +130,21 @@ fn sigkill_during_adds_leaves_only_complete_leases() {
         !completed.is_empty(),
         "no ADD ever completed: the kill timing is off"
     );
+    // A runtime retrying the killed ADDs gets the leases already made, never a second one
+    // (the hint is in place before a lease becomes visible).
+    for i in 0..120u64 {
+        run(FERRY, "ADD", &format!("k{i}"), "eth0", &conf).ok();
+    }
+    let mut per_owner = std::collections::BTreeMap::<String, usize>::new();
+    for holder in net.leases().values() {
+        *per_owner.entry(holder.clone()).or_default() += 1;
+    }
+    assert!(per_owner.values().all(|n| *n == 2), "{per_owner:?}");
+    assert_eq!(per_owner.len(), 121);
+    // Every lease is released by a normal DEL (nothing orphaned by a half-written hint).
+    for i in 0..120u64 {
+        run(FERRY, "DEL", &format!("k{i}"), "eth0", &conf).ok();
+    }
+    run(FERRY, "DEL", "after", "eth0", &conf).ok();
+    assert!(net.leases().is_empty(), "{:?}", net.leases());
 }

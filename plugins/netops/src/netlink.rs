@@ -225,27 +225,29 @@ impl Netlink {
                 let mut out = Vec::new();
                 let mut interrupted = false;
                 while let Some(reply) = stream.next().await {
-                    if reply.header.flags & NLM_F_DUMP_INTR != 0 {
-                        interrupted = true;
-                    }
-                    match reply.payload {
-                        NetlinkPayload::Error(err) => {
-                            if let Some(c) = err.code {
-                                // Newer kernels fail an inconsistent dump with EINTR
-                                // instead of flagging it.
-                                if -c.get() == libc::EINTR {
-                                    interrupted = true;
-                                    break;
-                                }
-                                return Err(Error::from_errno(
-                                    code::INTERNAL,
-                                    -c.get(),
-                                    "netlink dump",
-                                ));
+                    let errno = match &reply.payload {
+                        NetlinkPayload::Error(err) => err.code.map(|c| -c.get()),
+                        _ => None,
+                    };
+                    match dump_step(reply.header.flags, errno) {
+                        DumpStep::Keep => {
+                            if let NetlinkPayload::InnerMessage(m) = reply.payload {
+                                out.push(m);
                             }
                         }
-                        NetlinkPayload::InnerMessage(m) => out.push(m),
-                        _ => {}
+                        DumpStep::KeepInterrupted => {
+                            interrupted = true;
+                            if let NetlinkPayload::InnerMessage(m) = reply.payload {
+                                out.push(m);
+                            }
+                        }
+                        DumpStep::Retry => {
+                            interrupted = true;
+                            break;
+                        }
+                        DumpStep::Fail(e) => {
+                            return Err(Error::from_errno(code::INTERNAL, e, "netlink dump"))
+                        }
                     }
                 }
                 Ok::<_, Error>((out, interrupted))
@@ -720,6 +722,30 @@ impl Netlink {
     }
 }
 
+/// What one reply of a dump means for the dump as a whole.
+#[derive(Debug, PartialEq, Eq)]
+enum DumpStep {
+    /// A consistent part of the dump.
+    Keep,
+    /// Data, but the kernel flagged the dump NLM_F_DUMP_INTR: the table changed while it
+    /// was being walked, so the whole dump must be redone.
+    KeepInterrupted,
+    /// The kernel aborted the dump because of a concurrent change (EINTR, newer kernels):
+    /// redo it.
+    Retry,
+    /// A real error (errno).
+    Fail(i32),
+}
+
+fn dump_step(flags: u16, errno: Option<i32>) -> DumpStep {
+    match errno {
+        Some(e) if e == libc::EINTR => DumpStep::Retry,
+        Some(e) => DumpStep::Fail(e),
+        None if flags & NLM_F_DUMP_INTR != 0 => DumpStep::KeepInterrupted,
+        None => DumpStep::Keep,
+    }
+}
+
 fn ip_to_route_addr(ip: IpAddr) -> RouteAddress {
     match ip {
         IpAddr::V4(a) => RouteAddress::Inet(a),
@@ -833,6 +859,18 @@ fn parse_route(m: &RouteMessage) -> Option<Route> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn interrupted_dumps_are_redone_and_errors_reported() {
+        assert_eq!(dump_step(0, None), DumpStep::Keep);
+        assert_eq!(dump_step(NLM_F_DUMP_INTR, None), DumpStep::KeepInterrupted);
+        assert_eq!(
+            dump_step(NLM_F_DUMP_INTR | 2, None),
+            DumpStep::KeepInterrupted
+        );
+        assert_eq!(dump_step(0, Some(libc::EINTR)), DumpStep::Retry);
+        assert_eq!(dump_step(0, Some(libc::EPERM)), DumpStep::Fail(libc::EPERM));
+    }
 
     #[test]
     fn mac_text_round_trips() {

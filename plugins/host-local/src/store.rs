@@ -20,10 +20,11 @@
 //!   are unsupported). The hint is linked to the unnamed file *before* the lease gets its
 //!   name, so a lease made by ferry is never without its hint, even after SIGKILL. Hints are
 //!   never trusted alone: the address's file must be that very inode and still name the
-//!   owner. DEL trusts hints alone only when every range set has a valid one. The reference's DEL walks sub-directories and reads
-//!   these files, so it removes them together with the lease. Without a valid hint (leases
-//!   written by the reference, a repeated DEL) DEL and CHECK fall back to a full scan — the
-//!   cost the reference pays on every call.
+//!   owner. DEL trusts hints alone only when every range set has a valid one. The
+//!   reference's DEL walks sub-directories and reads these files, so it removes them
+//!   together with the lease. Without valid hints (leases written by the reference, a
+//!   repeated DEL) DEL and CHECK fall back to a full scan — the cost the reference pays on
+//!   every call.
 //! - `.ferry-owners/last_reserved_ip.<n>`: a spare copy of the cursor. The cursor is updated
 //!   by rewriting the spare and swapping it in with `RENAME_EXCHANGE`: atomic like a
 //!   rename, but without creating an inode per ADD (inode creation is the dominant cost of
@@ -92,10 +93,6 @@ fn get_ip_xattr(fd: &OwnedFd) -> Option<IpAddr> {
     };
     let n = usize::try_from(n).ok()?;
     std::str::from_utf8(&buf[..n]).ok()?.parse().ok()
-}
-
-fn contents_of(owner: &Owner) -> String {
-    owner.lease_contents()
 }
 
 fn io_err(what: impl std::fmt::Display, e: Errno) -> Error {
@@ -896,7 +893,7 @@ impl Store for DiskStore {
                 // No /proc: fall back to a named temp file from now on.
                 self.discard_spare(spare);
                 self.tmpfile_supported = false;
-                self.create_via_named_temp(&name, contents_of(owner).as_bytes())
+                self.create_via_named_temp(&name, owner.lease_contents().as_bytes())
             }
             Err(e) => {
                 self.discard_spare(spare);

@@ -59,15 +59,18 @@ done
 CNI_COMMAND=VERSION hyperfine -N --warmup 20 --runs "$RUNS" --export-markdown "$OUT/version.md" \
     --export-json "$OUT/version.json" -n "ferry VERSION" "$FERRY" -n "reference VERSION" "$REF" \
     -n "baseline /bin/true (exec cost)" /bin/true
-# One table, medians (robust on a shared machine) and the ratio reference/ferry.
+# One table: median wall time (robust on a shared machine), mean CPU time (user+sys, less
+# sensitive to other load), and the ratio reference/ferry of each.
 python3 - "$OUT" <<'PY'
 import json, os, sys
 out = sys.argv[1]
-print(f"{'benchmark':34} {'ferry ms':>9} {'ref ms':>9} {'ref/ferry':>9}")
+print(f"{'benchmark':18} {'ferry wall':>10} {'ref wall':>9} {'ratio':>6} {'ferry cpu':>10} {'ref cpu':>8} {'ratio':>6}   (ms)")
 for case in ["add-del-10", "add-del-5000", "add-10", "add-5000", "del-unknown-10", "del-unknown-5000", "version"]:
     rs = json.load(open(os.path.join(out, case + ".json")))["results"]
-    med = {r["command"].split()[0]: r["median"] * 1000 for r in rs}
-    f, r = med["ferry"], med["reference"]
-    print(f"{case:34} {f:9.2f} {r:9.2f} {r / f if f > 0 else float('inf'):9.1f}")
+    by = {r["command"].split()[0]: r for r in rs}
+    f, r = by["ferry"], by["reference"]
+    fw, rw = f["median"] * 1000, r["median"] * 1000
+    fc, rc = (f["user"] + f["system"]) * 1000, (r["user"] + r["system"]) * 1000
+    print(f"{case:18} {fw:10.2f} {rw:9.2f} {rw / fw:6.1f} {fc:10.2f} {rc:8.2f} {rc / fc:6.1f}")
 PY
 echo "results: $OUT"

@@ -770,6 +770,13 @@ impl DiskStore {
             .map(|a| Owner::new(a.container_id.trim(), a.ifname.clone()))
             .collect();
         let ids: HashSet<&str> = valid.iter().map(|a| a.container_id.trim()).collect();
+        // An attachment without an ifname (not what libcni sends, but seen from hand-made
+        // requests) keeps every lease of its container rather than none.
+        let any_ifname: HashSet<&str> = valid
+            .iter()
+            .filter(|a| a.ifname.is_empty())
+            .map(|a| a.container_id.trim())
+            .collect();
         let mut report = GcReport::default();
         let mut errors = Vec::new();
         for lease in self.scan(true)? {
@@ -778,7 +785,9 @@ impl DiskStore {
                 continue;
             }
             let keep = match &lease.holder {
-                Holder::Owner(o) => owners.contains(o),
+                Holder::Owner(o) => {
+                    owners.contains(o) || any_ifname.contains(o.container_id.as_str())
+                }
                 Holder::LegacyId(id) => ids.contains(id.as_str()),
                 Holder::Unknown => false,
             };

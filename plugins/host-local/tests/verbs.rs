@@ -415,3 +415,16 @@ fn verbs_other_than_add_create_nothing_and_del_succeeds_without_a_data_dir() {
         assert!(!data_dir.exists(), "{data_dir:?} must not be created");
     }
 }
+
+#[test]
+fn gc_attachment_without_ifname_keeps_every_lease_of_that_container() {
+    let net = Net::new("fhlgcn");
+    let conf = net.simple("1.1.0", "10.213.64.0/24");
+    run(FERRY, "ADD", "c1", "eth0", &conf).ok();
+    run(FERRY, "ADD", "c1", "net1", &conf).ok();
+    run(FERRY, "ADD", "c2", "eth0", &conf).ok();
+    let mut gc = conf.clone();
+    gc["cni.dev/valid-attachments"] = json!([{"containerID": "c1"}]);
+    run(FERRY, "GC", "", "", &gc).ok();
+    assert_eq!(holders(&net), ["c1\r\neth0", "c1\r\nnet1"]);
+}

@@ -1,98 +1,289 @@
-//! The report: one row per figure, ferry beside its anchor, with the ratio.
+//! The report: one table per section, ferry beside its anchor with the ratio and the issue's
+//! target, plus SVG charts for the scaling curves.
 
 use crate::exec::Stats;
-use crate::Ctx;
 use std::fmt::Write;
+use std::path::Path;
+use std::sync::OnceLock;
+use std::time::Instant;
+
+/// Whether a smaller or a larger number is the good direction (for reading the ratio).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Better {
+    /// Latency, memory.
+    Lower,
+    /// Throughput, rates.
+    Higher,
+}
 
 /// One measured figure.
 pub struct Row {
-    /// Section (e.g. "host-local").
+    /// Section (e.g. "portmap").
     pub section: String,
     /// What was measured.
     pub figure: String,
-    /// ferry's numbers.
-    pub ferry: Stats,
-    /// The anchor's numbers, with its name.
+    /// Unit of every number in the row ("ms", "Gbit/s", …).
+    pub unit: &'static str,
+    /// Good direction.
+    pub better: Better,
+    /// ferry's numbers; None when ferry's piece is not available (see `note`).
+    pub ferry: Option<Stats>,
+    /// The anchor's name and numbers.
     pub anchor: Option<(String, Stats)>,
-    /// The issue's target, as text (e.g. "≤ 0.20").
+    /// The physical limit (kernel path) where one exists.
+    pub limit: Option<Stats>,
+    /// The issue's target, as text.
     pub target: String,
+    /// Anything the reader needs (what was not available, how it was measured).
+    pub note: String,
 }
 
-/// All rows of a run.
+impl Row {
+    /// A row with ferry and anchor, no limit, no note.
+    pub fn pair(
+        section: &str,
+        figure: impl Into<String>,
+        unit: &'static str,
+        better: Better,
+        ferry: Stats,
+        anchor: (&str, Stats),
+        target: &str,
+    ) -> Row {
+        Row {
+            section: section.into(),
+            figure: figure.into(),
+            unit,
+            better,
+            ferry: Some(ferry),
+            anchor: Some((anchor.0.into(), anchor.1)),
+            limit: None,
+            target: target.into(),
+            note: String::new(),
+        }
+    }
+
+    /// ferry ÷ anchor of the medians.
+    pub fn ratio(&self) -> Option<f64> {
+        let f = self.ferry?;
+        let a = self.anchor.as_ref()?.1;
+        (a.median.abs() > 1e-12 && f.median.is_finite()).then(|| f.median / a.median)
+    }
+}
+
+/// One scaling curve per implementation: x = a count, y = median with a p10–p90 bar.
+pub struct Chart {
+    /// File name under the output directory (…svg).
+    pub file: String,
+    /// Title.
+    pub title: String,
+    /// x axis label.
+    pub x_label: String,
+    /// y axis label.
+    pub y_label: String,
+    /// (implementation, points).
+    pub series: Vec<(String, Vec<(f64, Stats)>)>,
+}
+
+/// All rows and charts of a run.
 #[derive(Default)]
 pub struct Report {
     rows: Vec<Row>,
+    charts: Vec<Chart>,
+    notes: Vec<(String, String)>,
+    failures: Vec<String>,
 }
 
-fn ms(d: std::time::Duration) -> String {
-    format!("{:.2} ms", d.as_secs_f64() * 1e3)
+/// Seconds since the bench started, for progress lines.
+pub fn elapsed() -> f64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_secs_f64()
+}
+
+/// A progress line on stderr.
+pub fn progress(msg: &str) {
+    eprintln!("[{:7.1}s] {msg}", elapsed());
+}
+
+/// Numbers with as many decimals as they need.
+pub fn num(v: f64) -> String {
+    if !v.is_finite() {
+        return "n/a".into();
+    }
+    let a = v.abs();
+    if a >= 1000.0 {
+        format!("{v:.0}")
+    } else if a >= 100.0 {
+        format!("{v:.1}")
+    } else if a >= 1.0 {
+        format!("{v:.2}")
+    } else {
+        format!("{v:.3}")
+    }
+}
+
+fn spread(st: &Stats, unit: &str) -> String {
+    if st.n <= 1 {
+        return format!("{} {unit}", num(st.median));
+    }
+    format!(
+        "{} {unit} ({}–{})",
+        num(st.median),
+        num(st.p10),
+        num(st.p90)
+    )
 }
 
 impl Report {
     /// Add a row and print a progress line.
     pub fn push(&mut self, row: Row) {
-        let ratio = row
+        let f = row
+            .ferry
+            .map(|s| format!("{} {}", num(s.median), row.unit))
+            .unwrap_or_else(|| "not available".into());
+        let a = row
             .anchor
             .as_ref()
-            .map(|(_, a)| format!(" ratio {:.3}", ratio(&row.ferry, a)))
+            .map(|(n, s)| format!(", {n} {} {}", num(s.median), row.unit))
             .unwrap_or_default();
-        eprintln!(
-            "bench:   {} / {}: ferry {}{}",
-            row.section,
-            row.figure,
-            ms(row.ferry.median),
-            ratio
-        );
+        let r = row
+            .ratio()
+            .map(|r| format!(", ratio {r:.3}"))
+            .unwrap_or_default();
+        progress(&format!(
+            "  {} / {}: ferry {f}{a}{r}",
+            row.section, row.figure
+        ));
         self.rows.push(row);
     }
 
-    /// The Markdown report.
-    pub fn markdown(&self, ctx: &Ctx) -> String {
+    /// Add a chart (written with the report).
+    pub fn chart(&mut self, chart: Chart) {
+        self.charts.push(chart);
+    }
+
+    /// A paragraph under a section's table (how something was set up).
+    pub fn note(&mut self, section: &str, text: String) {
+        progress(&format!("  {section}: {text}"));
+        self.notes.push((section.into(), text));
+    }
+
+    /// Note a benchmark that failed (it shows in the report).
+    pub fn failed(&mut self, name: &str, err: &str) {
+        self.failures.push(format!("{name}: {err}"));
+    }
+
+    /// Whether any benchmark failed.
+    pub fn has_failures(&self) -> bool {
+        !self.failures.is_empty()
+    }
+
+    /// Write report.md and the charts into `out`.
+    pub fn write(&self, out: &Path, header: &str) -> Result<String, String> {
+        std::fs::create_dir_all(out).map_err(|e| format!("creating {}: {e}", out.display()))?;
+        let mut chart_errors = Vec::new();
+        for c in &self.charts {
+            if let Err(e) = crate::chart::draw(&out.join(&c.file), c) {
+                chart_errors.push(format!("{}: {e}", c.file));
+            }
+        }
+        let text = self.markdown(header, &chart_errors);
+        std::fs::write(out.join("report.md"), &text)
+            .map_err(|e| format!("writing report.md: {e}"))?;
+        Ok(text)
+    }
+
+    fn markdown(&self, header: &str, chart_errors: &[String]) -> String {
         let mut s = String::new();
+        let _ = writeln!(s, "# ferry benchmark report\n\n{header}\n");
         let _ = writeln!(
             s,
-            "# ferry benchmark report\n\n{} repetitions per point{}; median (p10–p90). \
-             Ratio = ferry ÷ anchor: below 1 means ferry is faster.\n",
-            ctx.reps,
-            if ctx.quick { " (--quick)" } else { "" }
+            "Every figure: median (p10–p90) over the repetitions; ferry and its anchor measured \
+             in the same run, interleaved. Ratio = ferry ÷ anchor (for times and memory below 1 \
+             is better, for rates above 1 is better).\n"
         );
-        let mut section = "";
+        let mut sections: Vec<&str> = Vec::new();
         for r in &self.rows {
-            if r.section != section {
-                section = &r.section;
-                let _ = writeln!(
-                    s,
-                    "\n## {section}\n\n| figure | ferry | anchor | anchor time | ratio | target |\n|---|---|---|---|---|---|"
-                );
+            if !sections.contains(&r.section.as_str()) {
+                sections.push(&r.section);
             }
-            let (name, at, ratio_s) = match &r.anchor {
-                Some((n, a)) => (n.as_str(), spread(a), format!("{:.3}", ratio(&r.ferry, a))),
-                None => ("—", "—".into(), "—".into()),
-            };
+        }
+        for section in sections {
+            let rows: Vec<&Row> = self.rows.iter().filter(|r| r.section == section).collect();
+            let with_limit = rows.iter().any(|r| r.limit.is_some());
+            let _ = writeln!(s, "\n## {section}\n");
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {} | {} | {} |",
-                r.figure,
-                spread(&r.ferry),
-                name,
-                at,
-                ratio_s,
-                r.target
+                "| figure | ferry | anchor | anchor's figure | ratio |{} target | note |",
+                if with_limit { " kernel path |" } else { "" }
             );
+            let _ = writeln!(
+                s,
+                "|---|---|---|---|---|{}---|---|",
+                if with_limit { "---|" } else { "" }
+            );
+            for r in rows {
+                let f = r
+                    .ferry
+                    .map(|st| spread(&st, r.unit))
+                    .unwrap_or_else(|| "not available".into());
+                let (an, av) = match &r.anchor {
+                    Some((n, st)) => (n.clone(), spread(st, r.unit)),
+                    None => ("—".into(), "—".into()),
+                };
+                let ratio = r
+                    .ratio()
+                    .map(|x| {
+                        let good = match r.better {
+                            Better::Lower => x < 1.0,
+                            Better::Higher => x > 1.0,
+                        };
+                        format!("{x:.2}{}", if good { "" } else { " ⚠" })
+                    })
+                    .unwrap_or_else(|| "—".into());
+                let limit = if with_limit {
+                    format!(
+                        " {} |",
+                        r.limit
+                            .map(|st| spread(&st, r.unit))
+                            .unwrap_or_else(|| "—".into())
+                    )
+                } else {
+                    String::new()
+                };
+                let _ = writeln!(
+                    s,
+                    "| {} | {f} | {an} | {av} | {ratio} |{limit} {} | {} |",
+                    r.figure, r.target, r.note
+                );
+            }
+            for c in self
+                .charts
+                .iter()
+                .filter(|c| c.file.starts_with(&slug(section)))
+            {
+                let _ = writeln!(s, "\n![{}]({})", c.title, c.file);
+            }
+        }
+        if !self.failures.is_empty() || !chart_errors.is_empty() {
+            let _ = writeln!(s, "\n## Not measured\n");
+            for f in self.failures.iter().chain(chart_errors) {
+                let _ = writeln!(s, "- {}", f.replace('\n', " "));
+            }
         }
         s
     }
 }
 
-fn spread(st: &Stats) -> String {
-    format!(
-        "{} ({:.2}–{:.2})",
-        ms(st.median),
-        st.p10.as_secs_f64() * 1e3,
-        st.p90.as_secs_f64() * 1e3
-    )
-}
-
-fn ratio(f: &Stats, a: &Stats) -> f64 {
-    f.median.as_secs_f64() / a.median.as_secs_f64().max(1e-9)
+/// File-name form of a section name (charts of a section start with it).
+pub fn slug(section: &str) -> String {
+    section
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect()
 }

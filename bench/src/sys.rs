@@ -1,0 +1,236 @@
+//! Guards for everything the bench creates (network namespaces, processes), so each is
+//! removed on every path — success, error, panic, or Ctrl-C (the signal only sets a flag;
+//! loops stop at the next check and the guards drop as usual).
+
+use std::fs::File;
+use std::os::fd::{AsRawFd, RawFd};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Prefix of every namespace the bench creates (the bench's own prefix is `fbn`).
+pub const NS_PREFIX: &str = "fbnb-";
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+}
+
+/// SIGINT/SIGTERM set a flag instead of killing the bench, so guards still clean up.
+pub fn install_signal_flag() {
+    // SAFETY: the handler only stores to an atomic.
+    unsafe {
+        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+    }
+}
+
+/// Err once the user asked to stop.
+pub fn check_interrupted() -> Result<(), String> {
+    if INTERRUPTED.load(Ordering::SeqCst) {
+        Err("interrupted".into())
+    } else {
+        Ok(())
+    }
+}
+
+/// Run a command to completion; its stdout, or an error with its stderr.
+pub fn run(prog: &str, args: &[&str]) -> Result<String, String> {
+    let out = Command::new(prog)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("running {prog}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{prog} {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Run a command inside a namespace (for setup only: `ip netns exec` start-up is not timed).
+pub fn run_in(ns: &Netns, prog: &str, args: &[&str]) -> Result<String, String> {
+    let mut full = vec!["netns", "exec", ns.name.as_str(), prog];
+    full.extend_from_slice(args);
+    run("ip", &full)
+}
+
+/// A network namespace the bench created; deleted on drop.
+pub struct Netns {
+    /// Its name under /run/netns.
+    pub name: String,
+    file: Option<File>,
+    cookie: Option<u64>,
+}
+
+impl Netns {
+    /// Create `fbnb-<suffix>` (removing a stale one of the same name), loopback up.
+    pub fn create(suffix: &str) -> Result<Netns, String> {
+        let name = format!("{NS_PREFIX}{suffix}");
+        let _ = run("ip", &["netns", "del", &name]);
+        run("ip", &["netns", "add", &name])?;
+        let mut ns = Netns {
+            name,
+            file: None,
+            cookie: None,
+        };
+        run("ip", &["-n", &ns.name, "link", "set", "lo", "up"])?;
+        ns.file = Some(File::open(ns.path()).map_err(|e| format!("opening {}: {e}", ns.path()))?);
+        let fd = ns.fd();
+        ns.cookie = std::thread::spawn(move || {
+            enter_thread_netns(fd).ok()?;
+            netns_cookie()
+        })
+        .join()
+        .ok()
+        .flatten();
+        Ok(ns)
+    }
+
+    /// `/run/netns/<name>`.
+    pub fn path(&self) -> String {
+        format!("/run/netns/{}", self.name)
+    }
+
+    /// An fd for setns (valid while the guard lives).
+    pub fn fd(&self) -> RawFd {
+        self.file.as_ref().map(|f| f.as_raw_fd()).unwrap_or(-1)
+    }
+
+    /// Forget this namespace's conntrack entries (only ours: the table is per namespace).
+    pub fn flush_conntrack(&self) {
+        let _ = run_in(self, "conntrack", &["-F"]);
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        self.file = None;
+        let _ = run("ip", &["netns", "del", &self.name]);
+        // ferry portmap's per-namespace port index (tmpfs), keyed by the netns cookie.
+        if let Some(c) = self.cookie {
+            let _ = std::fs::remove_dir_all(format!("/run/ferry/portmap/ns-{c}"));
+        }
+    }
+}
+
+/// The calling thread's network namespace cookie (SO_NETNS_COOKIE).
+fn netns_cookie() -> Option<u64> {
+    const SO_NETNS_COOKIE: libc::c_int = 71;
+    // SAFETY: a fresh socket, a local u64 and its length; the fd is closed before return.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return None;
+        }
+        let mut cookie: u64 = 0;
+        let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
+        let rc = libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            SO_NETNS_COOKIE,
+            (&mut cookie as *mut u64).cast(),
+            &mut len,
+        );
+        libc::close(fd);
+        (rc == 0).then_some(cookie)
+    }
+}
+
+/// Remove namespaces a previous, killed run left behind (only the bench's own prefix).
+pub fn sweep_stale_namespaces() {
+    if let Ok(list) = run("ip", &["netns", "list"]) {
+        for line in list.lines() {
+            if let Some(name) = line.split_whitespace().next() {
+                if name.starts_with(NS_PREFIX) {
+                    let _ = run("ip", &["netns", "del", name]);
+                }
+            }
+        }
+    }
+}
+
+/// Move the calling thread into a namespace (threads that act as clients or servers).
+pub fn enter_thread_netns(fd: RawFd) -> Result<(), String> {
+    // SAFETY: plain syscall on an fd owned by a live Netns guard.
+    if unsafe { libc::setns(fd, libc::CLONE_NEWNET) } != 0 {
+        return Err(format!("setns: {}", std::io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+/// A process the bench started; killed (by its PID) and reaped on drop.
+pub struct Proc {
+    /// The child.
+    pub child: Child,
+}
+
+impl Proc {
+    /// PID.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Resident set size of a process in KiB (VmRSS).
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    proc_status_kib(pid, "VmRSS:")
+}
+
+/// Proportional set size in KiB (shared pages split between sharers).
+pub fn pss_kib(pid: u32) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+    text.lines()
+        .find(|l| l.starts_with("Pss:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+fn proc_status_kib(pid: u32, key: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    text.lines()
+        .find(|l| l.starts_with(key))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// CPU time (user + system) of a process in seconds.
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &text[text.rfind(')')? + 2..];
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    Some(ticks as f64 / hz)
+}
+
+/// Raise our soft fd limit to the hard one (the idle-connection and 1,000-mapping figures
+/// hold thousands of sockets; children inherit it).
+pub fn raise_nofile() {
+    // SAFETY: get/setrlimit on a local struct.
+    unsafe {
+        let mut r = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 && r.rlim_cur < r.rlim_max {
+            r.rlim_cur = r.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &r);
+        }
+    }
+}

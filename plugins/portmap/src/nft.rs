@@ -34,7 +34,25 @@ fn base_rules(family: Family, conditions: &[String]) -> Vec<String> {
 }
 
 /// Installs the attachment in its family.
-pub fn add(att: &FamilyAttachment) -> Result<()> {
+///
+/// With `shared_known_good` (this config's base chains were declared moments ago) only the
+/// attachment's own chain and map elements are sent: re-adding existing chains makes the
+/// kernel commit cost several milliseconds. If that fails (table or maps gone), the full
+/// transaction runs.
+pub fn add(att: &FamilyAttachment, shared_known_good: bool) -> Result<()> {
+    if shared_known_good {
+        let mut b = Batch::new();
+        add_own(&mut b, att);
+        if Nft
+            .apply(
+                &b,
+                "installing port mappings in nftables table cni_hostport",
+            )
+            .is_ok()
+        {
+            return Ok(());
+        }
+    }
     let f = att.family;
     let t = NFT_TABLE;
     let mut b = Batch::new();
@@ -83,6 +101,17 @@ pub fn add(att: &FamilyAttachment) -> Result<()> {
         b.flush_chain(f, t, NFT_MASQUERADING);
         b.add_rule(f, t, NFT_MASQUERADING, &masq_rule(att.conf.mark));
     }
+    add_own(&mut b, att);
+    Nft.apply(
+        &b,
+        "installing port mappings in nftables table cni_hostport",
+    )?;
+    Ok(())
+}
+
+/// The attachment's chain, rules and verdict-map elements.
+fn add_own(b: &mut Batch, att: &FamilyAttachment) {
+    let (f, t) = (att.family, NFT_TABLE);
     let chain = att.chain();
     b.add_chain(f, t, &chain, None);
     b.flush_chain(f, t, &chain);
@@ -92,11 +121,6 @@ pub fn add(att: &FamilyAttachment) -> Result<()> {
     for (map, element) in att.nft_elements() {
         b.add_element(f, t, map, &[element]);
     }
-    Nft.apply(
-        &b,
-        "installing port mappings in nftables table cni_hostport",
-    )?;
-    Ok(())
 }
 
 /// Removes the attachment's chain and map elements in `family`; false when there was none.

@@ -9,10 +9,30 @@ use firewall::{BackendKind, Family};
 use ipnet::IpNet;
 use std::collections::BTreeSet;
 
-/// How long a verified shared iptables layout (the jumps from PREROUTING, OUTPUT and
-/// POSTROUTING) is trusted before an ADD lists those chains again. Someone flushing the nat
-/// table by hand is repaired by the next ADD after this; CHECK always verifies everything.
+/// How long a verified shared layout is trusted before an ADD checks it again: iptables
+/// lists the PREROUTING/OUTPUT/POSTROUTING jumps, nftables re-declares its base chains and
+/// maps. Someone flushing them by hand is repaired by the next ADD after this; CHECK always
+/// verifies everything.
 const SHARED_LAYOUT_RECHECK: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Names what a verified shared layout depends on: backend, family and the config keys
+/// that shape the shared chains. A different config re-verifies (iptables) or re-declares
+/// (nftables) instead of trusting another config's layout.
+fn layout_marker(conf: &PortMapConfig, family: Family) -> String {
+    use sha2::{Digest, Sha256};
+    let key = format!(
+        "{}|{}|{}|{:x}|{:?}|{:?}",
+        conf.backend.as_str(),
+        fam_num(family),
+        conf.snat,
+        conf.mark,
+        conf.external_set_mark_chain,
+        conf.conditions(family)
+    );
+    let digest = Sha256::digest(key.as_bytes());
+    let hex: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    format!("{}-{}-{hex}", conf.backend.as_str(), fam_num(family))
+}
 
 /// The portmap plugin.
 pub struct Portmap;
@@ -216,7 +236,8 @@ fn remove_recorded(
     }
 }
 
-/// Removes an attachment everywhere it may have rules; returns the UDP ports to flush.
+/// Removes an attachment everywhere it may have rules, flushes its UDP conntrack entries
+/// and forgets its claims.
 fn remove(state: &State, conf: &PortMapConfig, network: &str, container_id: &str) -> Result<()> {
     let chain = dnat_chain_name(network, container_id);
     let owner = state.owner(&chain);
@@ -326,17 +347,19 @@ impl cni::Plugin for Portmap {
         }
         let mut done: Vec<Family> = Vec::new();
         for att in &atts {
-            let marker = format!("iptables-{}", fam_num(att.family));
-            let verify = !state.verified_recently(&marker, SHARED_LAYOUT_RECHECK);
+            let marker = layout_marker(&conf, att.family);
+            let recent = state.verified_recently(&marker, SHARED_LAYOUT_RECHECK);
             let installed = match conf.backend {
-                BackendKind::Iptables => ipt::add(att, verify).and_then(|()| {
-                    if verify {
-                        state.mark_verified(&marker)?;
-                    }
+                BackendKind::Iptables => ipt::add(att, !recent),
+                BackendKind::Nftables => nft::add(att, recent),
+            }
+            .and_then(|()| {
+                if recent {
                     Ok(())
-                }),
-                BackendKind::Nftables => nft::add(att),
-            };
+                } else {
+                    state.mark_verified(&marker)
+                }
+            });
             if let Err(e) = installed {
                 for f in done {
                     let _ = teardown(conf.backend, f, &conf.network, id, conf.conditions(f));

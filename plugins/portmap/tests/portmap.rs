@@ -812,3 +812,35 @@ fn host_ip_limits_the_mapping_to_its_address_and_family() {
         assert_eq!(t.leftovers(), Vec::<String>::new());
     }
 }
+
+#[test]
+fn add_repairs_shared_layout_removed_by_hand() {
+    for backend in ["iptables", "nftables"] {
+        let t = Topo::new(&format!("r{}", &backend[..1]));
+        let a = conf(
+            backend,
+            json!([tcp(22070, 80)]),
+            &[&format!("{C4}/24")],
+            json!({}),
+        );
+        let b = conf(
+            backend,
+            json!([tcp(22071, 80)]),
+            &[&format!("{C4}/24")],
+            json!({}),
+        );
+        t.ferry("ADD", "ca", &a).expect("ADD a");
+        t.ferry("DEL", "ca", &a).expect("DEL a");
+        // someone wipes the shared layout right after (within the re-check interval)
+        if backend == "iptables" {
+            t.in_host(&["iptables", "-t", "nat", "-F"]);
+            t.in_host(&["iptables", "-t", "nat", "-X"]);
+        } else {
+            t.in_host(&["nft", "delete", "table", "ip", "cni_hostport"]);
+        }
+        t.ferry("ADD", "cb", &b).expect("ADD b");
+        t.ferry("CHECK", "cb", &b).expect("CHECK after repair");
+        t.ferry("DEL", "cb", &b).expect("DEL b");
+        assert_eq!(t.leftovers(), Vec::<String>::new());
+    }
+}

@@ -664,3 +664,207 @@ pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// The `ferry-proxy` binary next to the plugins.
+pub fn proxy_bin() -> PathBuf {
+    let p = plugins().join("ferry-proxy");
+    assert!(
+        p.is_file(),
+        "{} missing: build the workspace first",
+        p.display()
+    );
+    p
+}
+
+/// One HTTP/1.1 request over the daemon's unix socket: (status, body). Err when the
+/// daemon is not there or hung up before answering.
+pub fn http(
+    socket: &Path,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> std::io::Result<(u16, String)> {
+    let mut s = std::os::unix::net::UnixStream::connect(socket)?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let body = body.unwrap_or("");
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: ferry-proxy\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, rest) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "no HTTP head"))?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, "no status"))?;
+    let chunked = head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked");
+    let body = if chunked {
+        dechunk(rest)
+    } else {
+        rest.to_string()
+    };
+    Ok((status, body))
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((len, rest)) = s.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(len.trim(), 16) else {
+            break;
+        };
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// A `ferry-proxy daemon` this test started (killed by PID on drop).
+pub struct ProxyDaemon {
+    pub child: Child,
+    pub socket: PathBuf,
+    pub state_dir: PathBuf,
+    pub extra: Vec<String>,
+}
+
+impl ProxyDaemon {
+    /// Starts the daemon with its socket and state under `dir`; waits for /v1/health.
+    pub fn start(dir: &Path, extra: &[&str]) -> ProxyDaemon {
+        let socket = dir.join("proxy.sock");
+        let state_dir = dir.join("state");
+        let child = Self::spawn(&socket, &state_dir, extra);
+        let d = ProxyDaemon {
+            child,
+            socket,
+            state_dir,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        d.wait_healthy();
+        d
+    }
+    fn spawn(socket: &Path, state_dir: &Path, extra: &[&str]) -> Child {
+        Command::new(proxy_bin())
+            .arg("daemon")
+            .arg(format!("--socket={}", socket.display()))
+            .arg(format!("--state-dir={}", state_dir.display()))
+            .args(["--drain-timeout", "1s"])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn ferry-proxy daemon")
+    }
+    pub fn wait_healthy(&self) {
+        assert!(
+            wait_until(Duration::from_secs(15), || matches!(
+                http(&self.socket, "GET", "/v1/health", None),
+                Ok((200, _))
+            )),
+            "ferry-proxy daemon did not answer on {}",
+            self.socket.display()
+        );
+    }
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+    /// SIGKILL and reap.
+    pub fn kill(&mut self) {
+        // SAFETY: kill(2) on our own unreaped child.
+        unsafe {
+            libc::kill(self.pid(), libc::SIGKILL);
+        }
+        let _ = self.child.wait();
+    }
+    /// Starts the daemon again with the same socket and state directory.
+    pub fn restart(&mut self) {
+        self.kill();
+        let extra: Vec<&str> = self.extra.iter().map(String::as_str).collect();
+        self.child = Self::spawn(&self.socket, &self.state_dir, &extra);
+        self.wait_healthy();
+    }
+    /// The mappings the API lists.
+    pub fn list(&self) -> Vec<Value> {
+        let (status, body) = http(&self.socket, "GET", "/v1/mappings", None).expect("list");
+        assert_eq!(status, 200, "{body}");
+        let v: Value = serde_json::from_str(&body).expect("list JSON");
+        v["mappings"].as_array().cloned().unwrap_or_default()
+    }
+    /// One Prometheus sample's value (the first line starting with `name`).
+    pub fn metric(&self, name: &str) -> Option<f64> {
+        let (_, body) = http(&self.socket, "GET", "/metrics", None).ok()?;
+        body.lines()
+            .find(|l| l.starts_with(name) && !l.starts_with('#'))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+    }
+    /// Resident memory of the daemon in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("VmRSS:"))
+                    .and_then(|l| l.split_whitespace().nth(1))
+                    .and_then(|v| v.parse().ok())
+            })
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for ProxyDaemon {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A loopback TCP echo server on an ephemeral port (threads; lives as long as the test).
+pub fn echo_server() -> std::net::SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                loop {
+                    match s.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => {
+                            if s.write_all(&buf[..n]).is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// Sends `msg` through `addr` and expects it back.
+pub fn echo_through(addr: std::net::SocketAddr, msg: &[u8]) -> std::io::Result<()> {
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    s.write_all(msg)?;
+    let mut back = vec![0u8; msg.len()];
+    s.read_exact(&mut back)?;
+    if back != msg {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "echo differs",
+        ));
+    }
+    Ok(())
+}

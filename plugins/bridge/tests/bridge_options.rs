@@ -327,3 +327,49 @@ fn kernel_has_vlan_filtering() -> bool {
     .status
     .success()
 }
+
+#[test]
+fn container_mac_from_runtime_config_then_args_then_cni_args() {
+    let (h, cp, data) = (Host::new(), CniPath::new(), TempDir::new("d"));
+    let mut c = conf("fbrnet-mac", "fbrbr0", &data, "10.213.29.0/24", json!({}));
+    let (a, b) = (TestNs::new("ma"), TestNs::new("mb"));
+    // CNI_ARGS alone
+    let (ap, bp, cpp) = (a.path(), b.path(), cp.path());
+    let with_args = |cmd, id, netns| Call {
+        bin: ferry_bridge(),
+        cmd,
+        id,
+        netns: Some(netns),
+        ifname: "eth0",
+        cni_path: &cpp,
+        args: "IgnoreUnknown=1;MAC=0a:58:0a:d5:1d:01;K8S_POD_NAME=x",
+    };
+    let r = h.run(&with_args("ADD", "ma", &ap), &c).expect_ok().json();
+    assert_eq!(r["interfaces"][2]["mac"], "0a:58:0a:d5:1d:01");
+    assert!(a
+        .sh(&["ip", "link", "show", "eth0"])
+        .contains("0a:58:0a:d5:1d:01"));
+    // runtimeConfig.mac wins over args.cni.mac and CNI_ARGS
+    c["args"] = json!({"cni": {"mac": "0a:58:0a:d5:1d:02"}});
+    c["runtimeConfig"] = json!({"mac": "0a:58:0a:d5:1d:03"});
+    let r = h.run(&with_args("ADD", "mb", &bp), &c).expect_ok().json();
+    assert_eq!(r["interfaces"][2]["mac"], "0a:58:0a:d5:1d:03");
+    assert!(b
+        .sh(&["ip", "link", "show", "eth0"])
+        .contains("0a:58:0a:d5:1d:03"));
+    // an unknown CNI_ARGS key without IgnoreUnknown is refused before anything is made
+    let ns = TestNs::new("mc");
+    let ncp = ns.path();
+    let bad = h.run(
+        &Call {
+            args: "FOO=bar",
+            ..with_args("ADD", "mc", &ncp)
+        },
+        &c,
+    );
+    assert!(!bad.ok);
+    assert!(!ns.sh(&["ip", "-o", "link"]).contains("eth0"));
+    h.run(&with_args("DEL", "ma", &ap), &c).expect_ok();
+    h.run(&with_args("DEL", "mb", &bp), &c).expect_ok();
+    assert!(leases(&data.path(), "fbrnet-mac").is_empty());
+}

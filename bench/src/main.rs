@@ -2,8 +2,6 @@
 //! docker-proxy, or the kernel path) in the same run, interleaved, written to
 //! `<out>/report.md` with SVG charts for the scaling curves.
 
-#![allow(dead_code)] // removed once the proxy figures use every helper
-
 mod chain;
 mod chart;
 mod exec;

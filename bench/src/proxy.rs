@@ -1,21 +1,909 @@
-//! ferry-proxy beside docker-proxy (placeholder until the proxy figures land).
-use crate::report::Report;
+//! ferry-proxy beside docker-proxy (Debian docker.io) and the kernel path (the same traffic
+//! sent straight to the backend namespace: the physical limit).
+//!
+//! Topology, new for every figure: a throw-away "host" namespace (clients and proxies, on its
+//! loopback) and a backend namespace behind a veth (10.213.134.1 ↔ 10.213.134.2). Every
+//! measured path has its own backend port (and, for connection rates, its own per round);
+//! both namespaces' conntrack tables are flushed between runs (see the benchmark pitfall in
+//! shared/notes/real-clients.md). Proxies run in compat mode (docker-proxy's command line,
+//! ready signal on fd 3) except the 1,000-mapping figure, which uses one ferry-proxy daemon.
+
+use crate::exec::{enter_netns, stats, stats_ms, Stats};
+use crate::report::{num, progress, Better, Report, Row};
+use crate::sys::{
+    check_interrupted, cpu_seconds, enter_thread_netns, pss_kib, rss_kib, run, Netns, Proc,
+};
 use crate::Ctx;
-pub fn run_ready(_: &Ctx, _: &mut Report) -> Result<(), String> {
-    Err("todo".into())
+use serde_json::Value;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+const SECTION: &str = "proxy";
+const BACKEND_IP: &str = "10.213.134.2";
+const HOST_IP: &str = "10.213.134.1";
+/// Offered UDP rate: below the kernel path's limit here, so loss is the proxy's own.
+const UDP_RATE: &str = "1G";
+
+/// Host namespace + backend namespace joined by a veth.
+struct Topo {
+    host: Netns,
+    backend: Netns,
 }
-pub fn run_tcp_throughput(_: &Ctx, _: &mut Report) -> Result<(), String> {
-    Err("todo".into())
+
+impl Topo {
+    fn new(tag: &str) -> Result<Topo, String> {
+        let host = Netns::create(&format!("x{tag}h"))?;
+        let backend = Netns::create(&format!("x{tag}b"))?;
+        let (hv, bv) = (format!("fbnbx{tag}h"), format!("fbnbx{tag}b"));
+        run(
+            "ip",
+            &[
+                "-n",
+                &host.name,
+                "link",
+                "add",
+                &hv,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &bv,
+                "netns",
+                &backend.name,
+            ],
+        )?;
+        run(
+            "ip",
+            &[
+                "-n",
+                &host.name,
+                "addr",
+                "add",
+                &format!("{HOST_IP}/30"),
+                "dev",
+                &hv,
+            ],
+        )?;
+        run(
+            "ip",
+            &[
+                "-n",
+                &backend.name,
+                "addr",
+                "add",
+                &format!("{BACKEND_IP}/30"),
+                "dev",
+                &bv,
+            ],
+        )?;
+        run("ip", &["-n", &host.name, "link", "set", &hv, "up"])?;
+        run("ip", &["-n", &backend.name, "link", "set", &bv, "up"])?;
+        Ok(Topo { host, backend })
+    }
+
+    fn flush_conntrack(&self) {
+        self.host.flush_conntrack();
+        self.backend.flush_conntrack();
+    }
 }
-pub fn run_udp(_: &Ctx, _: &mut Report) -> Result<(), String> {
-    Err("todo".into())
+
+/// The two proxies, same command line.
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    Ferry,
+    Docker,
 }
-pub fn run_cps(_: &Ctx, _: &mut Report) -> Result<(), String> {
-    Err("todo".into())
+
+impl Kind {
+    fn label(self) -> &'static str {
+        match self {
+            Kind::Ferry => "ferry-proxy",
+            Kind::Docker => "docker-proxy",
+        }
+    }
+    fn bin(self, ctx: &Ctx) -> std::path::PathBuf {
+        match self {
+            Kind::Ferry => ctx.ferry_bin.join("ferry-proxy"),
+            Kind::Docker => ctx.docker_proxy.clone(),
+        }
+    }
 }
-pub fn run_idle_rss(_: &Ctx, _: &mut Report) -> Result<(), String> {
-    Err("todo".into())
+
+fn need_proxies(ctx: &Ctx) -> Result<(), String> {
+    ctx.need(&[&Kind::Ferry.bin(ctx), &Kind::Docker.bin(ctx)])
 }
-pub fn run_mappings(_: &Ctx, _: &mut Report) -> Result<(), String> {
-    Err("todo".into())
+
+/// Start a proxy the way dockerd does (a pipe on fd 3, stdio on /dev/null) inside `ns`; the
+/// process and the time until it wrote `0\n` on fd 3.
+fn spawn_proxy(
+    ctx: &Ctx,
+    kind: Kind,
+    ns: RawFd,
+    proto: &str,
+    host_port: u16,
+    backend_port: u16,
+) -> Result<(Proc, Duration), String> {
+    let (rd, wr) = nix::unistd::pipe().map_err(|e| format!("pipe: {e}"))?;
+    let wr_fd = wr.as_raw_fd();
+    let mut cmd = Command::new(kind.bin(ctx));
+    cmd.args([
+        "-proto",
+        proto,
+        "-host-ip",
+        "127.0.0.1",
+        "-host-port",
+        &host_port.to_string(),
+        "-container-ip",
+        BACKEND_IP,
+        "-container-port",
+        &backend_port.to_string(),
+    ])
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(Stdio::null());
+    enter_netns(&mut cmd, Some(ns));
+    // SAFETY: dup2/fcntl are async-signal-safe; wr_fd stays open until after spawn.
+    unsafe {
+        cmd.pre_exec(move || {
+            if wr_fd == 3 {
+                let flags = libc::fcntl(3, libc::F_GETFD);
+                libc::fcntl(3, libc::F_SETFD, flags & !libc::FD_CLOEXEC);
+            } else if libc::dup2(wr_fd, 3) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let start = Instant::now();
+    let child = cmd
+        .spawn()
+        .map_err(|e| format!("starting {}: {e}", kind.label()))?;
+    drop(wr);
+    let proc_ = Proc { child };
+    let mut file = std::fs::File::from(rd);
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 256];
+    loop {
+        let n = file
+            .read(&mut byte)
+            .map_err(|e| format!("reading {}'s fd 3: {e}", kind.label()))?;
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&byte[..n]);
+        if buf.starts_with(b"0\n") || (buf.starts_with(b"1\n") && buf.len() > 2) {
+            break;
+        }
+    }
+    let took = start.elapsed();
+    if !buf.starts_with(b"0\n") {
+        return Err(format!(
+            "{} on 127.0.0.1:{host_port}/{proto} did not report ready: {:?}",
+            kind.label(),
+            String::from_utf8_lossy(&buf)
+        ));
+    }
+    Ok((proc_, took))
+}
+
+/// Start a helper program inside a namespace (stdio null).
+fn spawn_in(ns: RawFd, prog: &str, args: &[&str]) -> Result<Proc, String> {
+    let mut cmd = Command::new(prog);
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    enter_netns(&mut cmd, Some(ns));
+    let child = cmd.spawn().map_err(|e| format!("starting {prog}: {e}"))?;
+    Ok(Proc { child })
+}
+
+/// Wait until something listens on `port` in `ns` (TCP, or UDP when `udp`).
+fn wait_listening(ns: &Netns, port: u16, udp: bool) -> Result<(), String> {
+    let flag = if udp { "-Hlun" } else { "-Hltn" };
+    for _ in 0..100 {
+        let out = crate::sys::run_in(ns, "ss", &[flag, &format!("sport = :{port}")])?;
+        if !out.trim().is_empty() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    Err(format!(
+        "nothing listens on port {port} in {} after 3 s",
+        ns.name
+    ))
+}
+
+/// Run a client program in `ns` and parse its JSON output (iperf3 -J).
+fn json_client(ns: RawFd, prog: &str, args: &[&str]) -> Result<Value, String> {
+    let mut cmd = Command::new(prog);
+    cmd.args(args).stdin(Stdio::null());
+    enter_netns(&mut cmd, Some(ns));
+    let out = cmd.output().map_err(|e| format!("running {prog}: {e}"))?;
+    let v: Value = serde_json::from_slice(&out.stdout).map_err(|e| {
+        format!(
+            "{prog} printed no JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })?;
+    if let Some(err) = v.get("error") {
+        return Err(format!("{prog} {}: {err}", args.join(" ")));
+    }
+    Ok(v)
+}
+
+// ---------------------------------------------------------------------------------------
+// In-process servers and clients (threads that entered a namespace).
+
+/// Threads serving a listener in the backend namespace; stopped and joined on drop.
+struct Server {
+    stop: Arc<AtomicBool>,
+    accepted: Arc<AtomicUsize>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// What a server does with each accepted connection.
+#[derive(Clone, Copy)]
+enum Serve {
+    /// Read the request, answer a tiny HTTP/1.0 response, close (connection-rate figure).
+    HttpClose,
+    /// Keep the connection open and idle until the server stops.
+    Hold,
+}
+
+fn start_server(ns: RawFd, port: u16, threads: usize, mode: Serve) -> Result<Server, String> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let first = {
+        let stop = stop.clone();
+        let accepted = accepted.clone();
+        std::thread::spawn(move || {
+            let listener = enter_thread_netns(ns).and_then(|_| {
+                let l = TcpListener::bind(("0.0.0.0", port))
+                    .map_err(|e| format!("backend listen on port {port}: {e}"))?;
+                l.set_nonblocking(true).map_err(|e| e.to_string())?;
+                Ok(l)
+            });
+            match listener {
+                Ok(l) => {
+                    let clones: Vec<TcpListener> =
+                        (1..threads).filter_map(|_| l.try_clone().ok()).collect();
+                    let _ = tx.send(Ok(clones));
+                    serve_loop(l, &stop, &accepted, mode);
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                }
+            }
+        })
+    };
+    let clones = rx
+        .recv()
+        .map_err(|_| "backend server thread died".to_string())??;
+    let mut server = Server {
+        stop: stop.clone(),
+        accepted: accepted.clone(),
+        threads: vec![first],
+    };
+    for l in clones {
+        let (stop, accepted) = (stop.clone(), accepted.clone());
+        server.threads.push(std::thread::spawn(move || {
+            serve_loop(l, &stop, &accepted, mode)
+        }));
+    }
+    Ok(server)
+}
+
+fn serve_loop(l: TcpListener, stop: &AtomicBool, accepted: &AtomicUsize, mode: Serve) {
+    let mut held = Vec::new();
+    let mut pfd = libc::pollfd {
+        fd: l.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    while !stop.load(Ordering::Relaxed) {
+        // SAFETY: one valid pollfd.
+        let r = unsafe { libc::poll(&mut pfd, 1, 100) };
+        if r <= 0 {
+            continue;
+        }
+        while let Ok((mut s, _)) = l.accept() {
+            accepted.fetch_add(1, Ordering::Relaxed);
+            match mode {
+                Serve::Hold => held.push(s),
+                Serve::HttpClose => {
+                    let _ = s.set_nonblocking(false);
+                    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+                    let mut buf = [0u8; 1024];
+                    let _ = s.read(&mut buf);
+                    let _ = s.write_all(
+                        b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Short TCP connections (connect, request, read to EOF, close) from `conns` threads in the
+/// host namespace for `secs`; completed connections per second.
+fn connection_rate(ns: RawFd, addr: SocketAddr, conns: usize, secs: f64) -> Result<f64, String> {
+    let deadline = Instant::now() + Duration::from_secs_f64(secs);
+    let start = Instant::now();
+    let workers: Vec<_> = (0..conns)
+        .map(|_| {
+            std::thread::spawn(move || -> Result<(u64, u64), String> {
+                enter_thread_netns(ns)?;
+                let (mut ok, mut failed) = (0u64, 0u64);
+                let mut buf = Vec::with_capacity(256);
+                while Instant::now() < deadline {
+                    let mut one = || -> std::io::Result<()> {
+                        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+                        s.set_read_timeout(Some(Duration::from_secs(2)))?;
+                        s.set_nodelay(true)?;
+                        s.write_all(b"GET / HTTP/1.0\r\nHost: bench\r\n\r\n")?;
+                        buf.clear();
+                        s.read_to_end(&mut buf)?;
+                        if buf.ends_with(b"ok") {
+                            Ok(())
+                        } else {
+                            Err(std::io::Error::other("short response"))
+                        }
+                    };
+                    match one() {
+                        Ok(()) => ok += 1,
+                        Err(_) => failed += 1,
+                    }
+                }
+                Ok((ok, failed))
+            })
+        })
+        .collect();
+    let (mut ok, mut failed) = (0, 0);
+    for w in workers {
+        let (o, f) = w.join().map_err(|_| "load thread panicked".to_string())??;
+        ok += o;
+        failed += f;
+    }
+    let took = start.elapsed().as_secs_f64();
+    if ok == 0 || failed * 10 > ok {
+        return Err(format!(
+            "connection rate to {addr}: {ok} completed, {failed} failed"
+        ));
+    }
+    Ok(ok as f64 / took)
+}
+
+// ---------------------------------------------------------------------------------------
+// Figures.
+
+/// fd-3 ready time: from spawn until the proxy wrote `0\n` (it has bound its socket).
+pub fn run_ready(ctx: &Ctx, report: &mut Report) -> Result<(), String> {
+    need_proxies(ctx)?;
+    let ns = Netns::create("xrh")?;
+    let n = ctx.reps * 2 + ctx.warmup;
+    let mut t: [Vec<Duration>; 2] = Default::default();
+    for i in 0..n {
+        check_interrupted()?;
+        for (k, kind) in [Kind::Ferry, Kind::Docker].into_iter().enumerate() {
+            let port = 28600 + (i * 2 + k) as u16 % 300;
+            let (p, took) = spawn_proxy(ctx, kind, ns.fd(), "tcp", port, 80)?;
+            drop(p);
+            if i >= ctx.warmup {
+                t[k].push(took);
+            }
+        }
+    }
+    report.push(Row::pair(
+        SECTION,
+        "ready signal on fd 3 (spawn → `0\\n`)",
+        "ms",
+        Better::Lower,
+        stats_ms(&t[0]),
+        ("docker-proxy", stats_ms(&t[1])),
+        "ferry ≤ 1 ms",
+    ));
+    Ok(())
+}
+
+fn rounds(ctx: &Ctx) -> usize {
+    if ctx.quick {
+        3
+    } else {
+        5
+    }
+}
+
+fn seconds(ctx: &Ctx) -> u32 {
+    if ctx.quick {
+        3
+    } else {
+        5
+    }
+}
+
+/// TCP bulk throughput with iperf3 through each proxy and straight to the backend; and the
+/// proxy's CPU time per GB moved.
+pub fn run_tcp_throughput(ctx: &Ctx, report: &mut Report) -> Result<(), String> {
+    need_proxies(ctx)?;
+    let topo = Topo::new("t")?;
+    // Path p: 0 kernel, 1 ferry, 2 docker; backend ports 28101.., proxy ports 28201..
+    let mut servers = Vec::new();
+    for p in 0..3u16 {
+        servers.push(spawn_in(
+            topo.backend.fd(),
+            "iperf3",
+            &["-s", "-p", &(28101 + p).to_string()],
+        )?);
+        wait_listening(&topo.backend, 28101 + p, false)?;
+    }
+    let kinds = [Kind::Ferry, Kind::Docker];
+    let mut proxies = Vec::new();
+    for (k, kind) in kinds.iter().enumerate() {
+        let (p, _) = spawn_proxy(
+            ctx,
+            *kind,
+            topo.host.fd(),
+            "tcp",
+            28201 + k as u16,
+            28102 + k as u16,
+        )?;
+        proxies.push(p);
+    }
+    let secs = seconds(ctx).to_string();
+    let mut gbps: [Vec<f64>; 3] = Default::default();
+    let mut cpu_per_gb: [Vec<f64>; 2] = Default::default();
+    for r in 0..rounds(ctx) {
+        check_interrupted()?;
+        progress(&format!(
+            "proxy TCP throughput: round {}/{}",
+            r + 1,
+            rounds(ctx)
+        ));
+        for p in 0..3 {
+            let (addr, port) = if p == 0 {
+                (BACKEND_IP.to_string(), 28101)
+            } else {
+                ("127.0.0.1".to_string(), 28200 + p as u16)
+            };
+            let pid = (p > 0).then(|| proxies[p - 1].pid());
+            let cpu0 = pid.and_then(cpu_seconds);
+            let v = json_client(
+                topo.host.fd(),
+                "iperf3",
+                &["-c", &addr, "-p", &port.to_string(), "-t", &secs, "-J"],
+            )?;
+            let cpu1 = pid.and_then(cpu_seconds);
+            let sum = &v["end"]["sum_received"];
+            let bps = sum["bits_per_second"].as_f64().unwrap_or(f64::NAN);
+            let bytes = sum["bytes"].as_f64().unwrap_or(f64::NAN);
+            gbps[p].push(bps / 1e9);
+            if let (Some(a), Some(b)) = (cpu0, cpu1) {
+                cpu_per_gb[p - 1].push((b - a) / (bytes / 1e9));
+            }
+            topo.flush_conntrack();
+        }
+    }
+    let s: Vec<Stats> = gbps.into_iter().map(stats).collect();
+    let mut row = Row::pair(
+        SECTION,
+        "TCP bulk throughput (iperf3, 1 stream)",
+        "Gbit/s",
+        Better::Higher,
+        s[1],
+        ("docker-proxy", s[2]),
+        "ferry ≥ 95% of kernel path",
+    );
+    row.limit = Some(s[0]);
+    row.note = format!(
+        "ferry {}% / docker-proxy {}% of the kernel path; {} rounds × {} s",
+        num(100.0 * s[1].median / s[0].median),
+        num(100.0 * s[2].median / s[0].median),
+        rounds(ctx),
+        seconds(ctx)
+    );
+    report.push(row);
+    let [cf, cd] = cpu_per_gb;
+    report.push(Row::pair(
+        SECTION,
+        "TCP bulk: proxy CPU time per GB moved",
+        "core·s/GB",
+        Better::Lower,
+        stats(cf),
+        ("docker-proxy", stats(cd)),
+        "≤ 0.5",
+    ));
+    Ok(())
+}
+
+/// UDP with iperf3 -u (1400-byte datagrams, 1 Gbit/s offered): received datagrams per second
+/// and loss at a fixed offered rate. iperf3 also needs its TCP control connection, so each path has a tcp and a udp
+/// proxy on the same port.
+pub fn run_udp(ctx: &Ctx, report: &mut Report) -> Result<(), String> {
+    need_proxies(ctx)?;
+    let topo = Topo::new("u")?;
+    let mut servers = Vec::new();
+    for p in 0..3u16 {
+        servers.push(spawn_in(
+            topo.backend.fd(),
+            "iperf3",
+            &["-s", "-p", &(28111 + p).to_string()],
+        )?);
+        wait_listening(&topo.backend, 28111 + p, false)?;
+    }
+    let mut proxies = Vec::new();
+    for (k, kind) in [Kind::Ferry, Kind::Docker].into_iter().enumerate() {
+        for proto in ["tcp", "udp"] {
+            let (p, _) = spawn_proxy(
+                ctx,
+                kind,
+                topo.host.fd(),
+                proto,
+                28211 + k as u16,
+                28112 + k as u16,
+            )?;
+            proxies.push(p);
+        }
+    }
+    let secs = seconds(ctx).to_string();
+    let mut rate: [Vec<f64>; 3] = Default::default();
+    let mut loss: [Vec<f64>; 3] = Default::default();
+    let mut gbps: [Vec<f64>; 3] = Default::default();
+    for r in 0..rounds(ctx) {
+        check_interrupted()?;
+        progress(&format!("proxy UDP: round {}/{}", r + 1, rounds(ctx)));
+        for p in 0..3 {
+            let (addr, port) = if p == 0 {
+                (BACKEND_IP.to_string(), 28111)
+            } else {
+                ("127.0.0.1".to_string(), 28210 + p as u16)
+            };
+            let v = json_client(
+                topo.host.fd(),
+                "iperf3",
+                &[
+                    "-c",
+                    &addr,
+                    "-p",
+                    &port.to_string(),
+                    "-u",
+                    "-b",
+                    UDP_RATE,
+                    "-l",
+                    "1400",
+                    "-t",
+                    &secs,
+                    "-J",
+                ],
+            )?;
+            let sum = &v["end"]["sum"];
+            let packets = sum["packets"].as_f64().unwrap_or(f64::NAN);
+            let lost = sum["lost_packets"].as_f64().unwrap_or(f64::NAN);
+            let secs_run = sum["seconds"].as_f64().unwrap_or(f64::NAN);
+            rate[p].push((packets - lost) / secs_run);
+            loss[p].push(sum["lost_percent"].as_f64().unwrap_or(f64::NAN));
+            gbps[p].push((packets - lost) * 1400.0 * 8.0 / secs_run / 1e9);
+            topo.flush_conntrack();
+        }
+    }
+    let rows = [
+        (
+            "UDP datagrams received per second (iperf3 -u -b 1G -l 1400)",
+            "dgram/s",
+            Better::Higher,
+            rate,
+            "≥ 3× docker-proxy",
+        ),
+        (
+            "UDP goodput (received)",
+            "Gbit/s",
+            Better::Higher,
+            gbps,
+            "≥ 3× docker-proxy",
+        ),
+        ("UDP loss", "%", Better::Lower, loss, "ferry < 5%"),
+    ];
+    for (figure, unit, better, v, target) in rows {
+        let s: Vec<Stats> = v.into_iter().map(stats).collect();
+        let mut row = Row::pair(
+            SECTION,
+            figure,
+            unit,
+            better,
+            s[1],
+            ("docker-proxy", s[2]),
+            target,
+        );
+        row.limit = Some(s[0]);
+        row.note = format!("{} rounds × {} s", rounds(ctx), seconds(ctx));
+        report.push(row);
+    }
+    Ok(())
+}
+
+/// Short TCP connections per second: HTTP/1.0 request, tiny answer, close, from 8 client
+/// threads; every path and round has its own backend and proxy port.
+pub fn run_cps(ctx: &Ctx, report: &mut Report) -> Result<(), String> {
+    need_proxies(ctx)?;
+    let topo = Topo::new("c")?;
+    let secs = seconds(ctx) as f64;
+    let clients = 8;
+    let mut rate: [Vec<f64>; 3] = Default::default();
+    let mut cpu: [Vec<f64>; 2] = Default::default();
+    for r in 0..rounds(ctx) {
+        check_interrupted()?;
+        progress(&format!(
+            "proxy connections/s: round {}/{}",
+            r + 1,
+            rounds(ctx)
+        ));
+        for p in 0..3 {
+            let backend_port = 28300 + (r * 3 + p) as u16;
+            let host_port = 28400 + (r * 3 + p) as u16;
+            let _server = start_server(topo.backend.fd(), backend_port, 2, Serve::HttpClose)?;
+            let (proxy, addr) = if p == 0 {
+                (None, SocketAddr::from(([10, 213, 134, 2], backend_port)))
+            } else {
+                let kind = if p == 1 { Kind::Ferry } else { Kind::Docker };
+                let (pr, _) =
+                    spawn_proxy(ctx, kind, topo.host.fd(), "tcp", host_port, backend_port)?;
+                (Some(pr), SocketAddr::from(([127, 0, 0, 1], host_port)))
+            };
+            let cpu0 = proxy.as_ref().and_then(|p| cpu_seconds(p.pid()));
+            let v = connection_rate(topo.host.fd(), addr, clients, secs)?;
+            let cpu1 = proxy.as_ref().and_then(|p| cpu_seconds(p.pid()));
+            rate[p].push(v);
+            if let (Some(a), Some(b)) = (cpu0, cpu1) {
+                cpu[p - 1].push((b - a) / secs);
+            }
+            drop(proxy);
+            topo.flush_conntrack();
+        }
+    }
+    let s: Vec<Stats> = rate.into_iter().map(stats).collect();
+    let mut row = Row::pair(
+        SECTION,
+        "short TCP connections per second (HTTP/1.0, close; 8 client threads)",
+        "conn/s",
+        Better::Higher,
+        s[1],
+        ("docker-proxy", s[2]),
+        "≥ 1.8×",
+    );
+    row.limit = Some(s[0]);
+    row.note = format!(
+        "client and proxies share the 2 CPUs; {} rounds × {} s",
+        rounds(ctx),
+        seconds(ctx)
+    );
+    report.push(row);
+    let [cf, cd] = cpu;
+    report.push(Row::pair(
+        SECTION,
+        "short TCP connections: proxy CPU (cores busy)",
+        "cores",
+        Better::Lower,
+        stats(cf),
+        ("docker-proxy", stats(cd)),
+        "",
+    ));
+    Ok(())
+}
+
+/// RSS of one proxy holding 1,000 idle connections (backend holds them open), and after they
+/// are closed again.
+pub fn run_idle_rss(ctx: &Ctx, report: &mut Report) -> Result<(), String> {
+    need_proxies(ctx)?;
+    let topo = Topo::new("i")?;
+    let conns = 1000;
+    let reps = if ctx.quick { 1 } else { 3 };
+    let mut held: [Vec<f64>; 2] = Default::default();
+    let mut after: [Vec<f64>; 2] = Default::default();
+    let mut idle: [Vec<f64>; 2] = Default::default();
+    for r in 0..reps {
+        for (k, kind) in [Kind::Ferry, Kind::Docker].into_iter().enumerate() {
+            check_interrupted()?;
+            progress(&format!(
+                "proxy idle RSS: {} round {}/{reps}",
+                kind.label(),
+                r + 1
+            ));
+            let backend_port = 28500 + (r * 2 + k) as u16;
+            let host_port = 28550 + (r * 2 + k) as u16;
+            let server = start_server(topo.backend.fd(), backend_port, 1, Serve::Hold)?;
+            let (proxy, _) =
+                spawn_proxy(ctx, kind, topo.host.fd(), "tcp", host_port, backend_port)?;
+            let pid = proxy.pid();
+            idle[k].push(rss_kib(pid).unwrap_or(0) as f64 / 1024.0);
+            let host_fd = topo.host.fd();
+            let clients = std::thread::spawn(move || -> Result<Vec<TcpStream>, String> {
+                enter_thread_netns(host_fd)?;
+                (0..conns)
+                    .map(|_| {
+                        TcpStream::connect(("127.0.0.1", host_port))
+                            .map_err(|e| format!("idle connection to the proxy: {e}"))
+                    })
+                    .collect()
+            })
+            .join()
+            .map_err(|_| "client thread panicked".to_string())??;
+            let t0 = Instant::now();
+            while server.accepted.load(Ordering::Relaxed) < conns {
+                if t0.elapsed() > Duration::from_secs(20) {
+                    return Err(format!(
+                        "{}: only {} of {conns} connections reached the backend",
+                        kind.label(),
+                        server.accepted.load(Ordering::Relaxed)
+                    ));
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            std::thread::sleep(Duration::from_millis(300));
+            held[k].push(rss_kib(pid).unwrap_or(0) as f64 / 1024.0);
+            drop(clients);
+            drop(server);
+            std::thread::sleep(Duration::from_millis(1500));
+            after[k].push(rss_kib(pid).unwrap_or(0) as f64 / 1024.0);
+            drop(proxy);
+            topo.flush_conntrack();
+        }
+    }
+    let rows = [
+        ("RSS before any connection", idle, ""),
+        (
+            "RSS with 1,000 idle connections",
+            held,
+            "≤ 1/3 of docker-proxy",
+        ),
+        ("RSS 1.5 s after those 1,000 closed", after, ""),
+    ];
+    for (figure, v, target) in rows {
+        let [f, d] = v;
+        report.push(Row::pair(
+            SECTION,
+            figure,
+            "MiB",
+            Better::Lower,
+            stats(f),
+            ("docker-proxy", stats(d)),
+            target,
+        ));
+    }
+    Ok(())
+}
+
+/// Memory for 1,000 TCP mappings: one ferry-proxy daemon (mappings added over its API) vs
+/// 1,000 docker-proxy processes (sum of RSS, and of PSS, which splits shared pages).
+pub fn run_mappings(ctx: &Ctx, report: &mut Report) -> Result<(), String> {
+    need_proxies(ctx)?;
+    let n = 1000usize;
+    let ns = Netns::create("xmh")?;
+    let tmp = tempfile::Builder::new()
+        .prefix("fbnb-proxyd")
+        .tempdir()
+        .map_err(|e| e.to_string())?;
+    let sock = tmp.path().join("proxy.sock");
+    let state = tmp.path().join("state");
+    progress("proxy mappings: ferry-proxy daemon with 1,000 mappings");
+    let ferry = (|| -> Result<(f64, f64), String> {
+        let daemon = spawn_in(
+            ns.fd(),
+            &Kind::Ferry.bin(ctx).display().to_string(),
+            &[
+                "daemon",
+                "--socket",
+                &sock.display().to_string(),
+                "--state-dir",
+                &state.display().to_string(),
+            ],
+        )?;
+        let t0 = Instant::now();
+        while !sock.exists() {
+            if t0.elapsed() > Duration::from_secs(5) {
+                return Err("ferry-proxy daemon: no API socket after 5 s".into());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        for i in 0..n {
+            if i % 200 == 0 {
+                check_interrupted()?;
+            }
+            let body = serde_json::json!({
+                "owner": "fbnb", "proto": "tcp", "hostIP": "127.0.0.1",
+                "hostPort": 28000 + i, "containerIP": BACKEND_IP, "containerPort": 80
+            })
+            .to_string();
+            api_post(&sock, "/v1/mappings", &body)?;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        let pid = daemon.pid();
+        Ok((
+            rss_kib(pid).unwrap_or(0) as f64 / 1024.0,
+            pss_kib(pid).unwrap_or(0) as f64 / 1024.0,
+        ))
+    })();
+    progress("proxy mappings: 1,000 docker-proxy processes");
+    let docker = (|| -> Result<(f64, f64), String> {
+        let mut procs = Vec::with_capacity(n);
+        for i in 0..n {
+            if i % 200 == 0 {
+                check_interrupted()?;
+            }
+            let (p, _) = spawn_proxy(
+                ctx,
+                Kind::Docker,
+                ns.fd(),
+                "tcp",
+                29000 + (i % 1000) as u16,
+                80,
+            )?;
+            procs.push(p);
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        let rss: u64 = procs.iter().filter_map(|p| rss_kib(p.pid())).sum();
+        let pss: u64 = procs.iter().filter_map(|p| pss_kib(p.pid())).sum();
+        Ok((rss as f64 / 1024.0, pss as f64 / 1024.0))
+    })();
+    let (ferry, docker) = match (ferry, docker) {
+        (Ok(f), Ok(d)) => (f, d),
+        (Err(e), _) | (_, Err(e)) => return Err(e),
+    };
+    let one = |v: f64| stats(vec![v]);
+    report.push(Row::pair(
+        SECTION,
+        "memory for 1,000 TCP mappings: RSS (daemon vs sum over 1,000 processes)",
+        "MiB",
+        Better::Lower,
+        one(ferry.0),
+        ("1,000 × docker-proxy", one(docker.0)),
+        "≤ 1/50 (0.02)",
+    ));
+    report.push(Row::pair(
+        SECTION,
+        "memory for 1,000 TCP mappings: PSS (shared pages split)",
+        "MiB",
+        Better::Lower,
+        one(ferry.1),
+        ("1,000 × docker-proxy", one(docker.1)),
+        "",
+    ));
+    Ok(())
+}
+
+/// One HTTP/1.1 POST over the daemon's unix socket; Err unless 200/201.
+fn api_post(sock: &Path, path: &str, body: &str) -> Result<(), String> {
+    let mut s = std::os::unix::net::UnixStream::connect(sock)
+        .map_err(|e| format!("connecting to {}: {e}", sock.display()))?;
+    let req = format!(
+        "POST {path} HTTP/1.1\r\nHost: ferry\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes())
+        .map_err(|e| format!("API request: {e}"))?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp)
+        .map_err(|e| format!("API response: {e}"))?;
+    let status = resp.split_whitespace().nth(1).unwrap_or("");
+    if status != "200" && status != "201" {
+        return Err(format!("ferry-proxy daemon POST {path}: {resp}"));
+    }
+    Ok(())
 }

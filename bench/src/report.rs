@@ -237,7 +237,7 @@ impl Report {
                             Better::Lower => x < 1.0,
                             Better::Higher => x > 1.0,
                         };
-                        format!("{x:.2}{}", if good { "" } else { " ⚠" })
+                        format!("{}{}", num(x), if good { "" } else { " ⚠" })
                     })
                     .unwrap_or_else(|| "—".into());
                 let limit = if with_limit {

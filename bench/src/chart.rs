@@ -34,6 +34,7 @@ pub fn draw(path: &Path, chart: &Chart) -> Result<(), String> {
         .map_err(|e| err(&e))?;
     ctx.configure_mesh()
         .x_desc(chart.x_label.as_str())
+        .x_label_formatter(&|x| format!("{x:.0}"))
         .y_desc(chart.y_label.as_str())
         .draw()
         .map_err(|e| err(&e))?;

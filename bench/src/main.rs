@@ -141,9 +141,11 @@ fn main() {
     }
     let header =
         format!(
-        "`ferry-bench{}` on {} ({} CPUs), {} repetitions per point (+{} warm-up), {:.0} s in all. \
+        "`ferry-bench{}` at {} UTC, commit {}, on {} ({} CPUs), {} repetitions per point (+{} warm-up), {:.0} s in all. \
          ferry: {}; reference: {}; docker-proxy: {}.",
         if args.quick { " --quick" } else { "" },
+        sys::run("date", &["-u", "+%Y-%m-%d %H:%M"]).unwrap_or_default().trim(),
+        sys::run("git", &["rev-parse", "--short", "HEAD"]).unwrap_or_default().trim(),
         hostname(),
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         ctx.reps,

@@ -103,8 +103,8 @@ fn dn_chain(id: &str) -> String {
     format!("CNI-DN-{}", &hex[..21])
 }
 
-/// Mappings `from..to` in the reference plugin's exact iptables layout, in one batch.
-fn reference_rules_restore(ns: &Netns, from: usize, to: usize) -> Result<(), String> {
+/// iptables-restore input for mappings `from..to` in the reference plugin's exact layout.
+fn reference_rules_text(from: usize, to: usize) -> String {
     let mut decl = String::from("*nat\n");
     let mut rules = String::new();
     for i in from..to {
@@ -119,7 +119,12 @@ fn reference_rules_restore(ns: &Netns, from: usize, to: usize) -> Result<(), Str
              -A CNI-HOSTPORT-DNAT -p tcp -m comment --comment \"dnat name: \\\"{NET}\\\" id: \\\"{id}\\\"\" -m multiport --dports {port} -j {chain}\n"
         ));
     }
-    let input = format!("{decl}{rules}COMMIT\n");
+    format!("{decl}{rules}COMMIT\n")
+}
+
+/// Mappings `from..to` in the reference plugin's exact iptables layout, in one batch.
+fn reference_rules_restore(ns: &Netns, from: usize, to: usize) -> Result<(), String> {
+    let input = reference_rules_text(from, to);
     let mut child = Command::new("ip")
         .args([
             "netns",
@@ -300,4 +305,29 @@ pub fn run(ctx: &Ctx, report: &mut Report) -> Result<(), String> {
         });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The lines the reference portmap 1.1.1 itself wrote for `fbnb-pop1` on port 30001
+    /// (`iptables-save -t nat` after a real ADD).
+    #[test]
+    fn synthetic_rules_are_the_references() {
+        let text = reference_rules_text(1, 2);
+        let expected = [
+            ":CNI-DN-db113f9741b791f67de86 - [0:0]",
+            "-A CNI-DN-db113f9741b791f67de86 -s 10.213.133.0/24 -p tcp -m tcp --dport 30001 -j CNI-HOSTPORT-SETMARK",
+            "-A CNI-DN-db113f9741b791f67de86 -s 127.0.0.1/32 -p tcp -m tcp --dport 30001 -j CNI-HOSTPORT-SETMARK",
+            "-A CNI-DN-db113f9741b791f67de86 -p tcp -m tcp --dport 30001 -j DNAT --to-destination 10.213.133.5:80",
+            r#"-A CNI-HOSTPORT-DNAT -p tcp -m comment --comment "dnat name: \"fbnbpm\" id: \"fbnb-pop1\"" -m multiport --dports 30001 -j CNI-DN-db113f9741b791f67de86"#,
+        ];
+        let lines: Vec<&str> = text.lines().collect();
+        for e in expected {
+            assert!(lines.contains(&e), "missing {e}\nin\n{text}");
+        }
+        assert_eq!(lines.first(), Some(&"*nat"));
+        assert_eq!(lines.last(), Some(&"COMMIT"));
+    }
 }

@@ -424,6 +424,23 @@ impl cni::Plugin for Portmap {
         Ok(())
     }
 
+    fn status(&self, req: &Request) -> Result<()> {
+        let conf = PortMapConfig::from_netconf(&req.conf)?;
+        let tools: &[&str] = match conf.backend {
+            BackendKind::Iptables => &["iptables-restore", "ip6tables-restore"],
+            BackendKind::Nftables => &["nft"],
+        };
+        for tool in tools {
+            if firewall::executor::find_tool(tool).is_none() {
+                return Err(Error::new(
+                    code::STATUS_UNAVAILABLE,
+                    format!("{tool} is not installed: install it or set \"backend\" to the other firewall"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     fn gc(&self, req: &Request) -> Result<()> {
         let conf = PortMapConfig::from_netconf(&req.conf)?;
         let Some(valid) = req.conf.valid_attachments()? else {

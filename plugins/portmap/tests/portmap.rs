@@ -738,6 +738,15 @@ fn invalid_mappings_and_missing_prev_result() {
             .contains("must be called as chained plugin"),
         "{err}"
     );
+    // STATUS: the backend's tools are installed here
+    let mut status =
+        json!({"cniVersion": "1.1.0", "name": "fpmnet", "type": "portmap", "backend": "nftables"});
+    t.ferry("STATUS", "", &status).expect("STATUS");
+    status["backend"] = json!("ipchains");
+    assert_eq!(
+        code_of(&t.ferry("STATUS", "", &status).expect_err("bad backend")),
+        7
+    );
     // no mappings: prevResult passes through, nothing installed
     let c = conf("iptables", json!([]), &[&format!("{C4}/24")], json!({}));
     assert_eq!(t.ferry("ADD", "c1", &c).unwrap(), echoed(&c));

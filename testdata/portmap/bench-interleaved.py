@@ -2,9 +2,9 @@
 # portmap ADD/DEL medians, ferry (both backends) and the reference, at 0 and N existing
 # mappings, measured round-robin so machine load hits every case alike. Root; private netns.
 # usage: bench-interleaved.py [N=1000] [ROUNDS=30]   (run from the workspace root after
-# `cargo build --release -p portmap`)
+# `cargo build --release -p portmap`; FERRY_PORTMAP overrides the binary)
 import subprocess, time, statistics, json, os, sys
-B="/work/main/target/release/portmap"; REF="/usr/lib/cni/portmap"
+B=os.path.abspath(os.environ.get("FERRY_PORTMAP", "target/release/portmap")); REF="/usr/lib/cni/portmap"
 N=int(sys.argv[1]) if len(sys.argv)>1 else 1000
 ROUNDS=int(sys.argv[2]) if len(sys.argv)>2 else 30
 def conf(backend, port):

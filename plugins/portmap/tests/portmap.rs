@@ -853,3 +853,30 @@ fn add_repairs_shared_layout_removed_by_hand() {
         assert_eq!(t.leftovers(), Vec::<String>::new());
     }
 }
+
+#[test]
+fn parallel_adds_and_dels_of_different_containers() {
+    for backend in ["iptables", "nftables"] {
+        let t = Topo::new(&format!("p{}", &backend[..1]));
+        let confs: Vec<Value> = (0..12)
+            .map(|i| conf(backend, json!([tcp(22080 + i, 80), {"hostPort": 22100 + i, "containerPort": 53, "protocol": "udp"}]), &[&format!("{C4}/24")], json!({})))
+            .collect();
+        std::thread::scope(|s| {
+            for (i, c) in confs.iter().enumerate() {
+                let t = &t;
+                s.spawn(move || t.ferry("ADD", &format!("par{i}"), c).expect("parallel ADD"));
+            }
+        });
+        for (i, c) in confs.iter().enumerate() {
+            t.ferry("CHECK", &format!("par{i}"), c)
+                .expect("CHECK after parallel ADDs");
+        }
+        std::thread::scope(|s| {
+            for (i, c) in confs.iter().enumerate() {
+                let t = &t;
+                s.spawn(move || t.ferry("DEL", &format!("par{i}"), c).expect("parallel DEL"));
+            }
+        });
+        assert_eq!(t.leftovers(), Vec::<String>::new());
+    }
+}

@@ -7,7 +7,7 @@
 //! Figures: chain ADD / CHECK / DEL latency, parallel ADDs (wall time), VERSION.
 
 use crate::exec::{run_call, stats_ms, time_call, Call};
-use crate::report::{progress, Better, Report, Row};
+use crate::report::{progress, Better, Chart, Report, Row};
 use crate::sys::{check_interrupted, Netns};
 use crate::Ctx;
 use serde_json::{json, Value};
@@ -286,6 +286,7 @@ pub fn run_parallel(ctx: &Ctx, report: &mut Report) -> Result<(), String> {
         containers.push(Netns::create(&format!("p{i}"))?);
     }
     let paths: Arc<Vec<String>> = Arc::new(containers.iter().map(|c| c.path()).collect());
+    let mut curves: [Vec<(f64, crate::exec::Stats)>; 2] = Default::default();
     for &n in sizes {
         let mut t: [[Vec<Duration>; 2]; 2] = Default::default();
         for round in 0..rounds {
@@ -317,6 +318,8 @@ pub fn run_parallel(ctx: &Ctx, report: &mut Report) -> Result<(), String> {
                 }
             }
         }
+        curves[0].push((n as f64, stats_ms(&t[0][0])));
+        curves[1].push((n as f64, stats_ms(&t[1][0])));
         let target = if n == 50 { "≤ 0.25" } else { "" };
         for (j, verb) in ["ADDs", "DELs"].iter().enumerate() {
             let mut row = Row::pair(
@@ -332,6 +335,15 @@ pub fn run_parallel(ctx: &Ctx, report: &mut Report) -> Result<(), String> {
             report.push(row);
         }
     }
+    let [f, r] = curves;
+    report.chart(Chart {
+        section: SECTION.into(),
+        file: "parallel-add.svg".into(),
+        title: "N chain ADDs at once: wall time until the last returns".into(),
+        x_label: "parallel ADDs".into(),
+        y_label: "wall time (ms)".into(),
+        series: vec![("ferry chain".into(), f), ("reference chain".into(), r)],
+    });
     Ok(())
 }
 

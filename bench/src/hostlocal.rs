@@ -145,6 +145,7 @@ pub fn run(ctx: &Ctx, report: &mut Report) -> Result<(), String> {
         report.push(row);
     }
     report.chart(Chart {
+        section: SECTION.into(),
         file: "host-local-add.svg".into(),
         title: "host-local ADD vs existing reservations".into(),
         x_label: "existing reservations in the network".into(),

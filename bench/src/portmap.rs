@@ -286,6 +286,7 @@ pub fn run(ctx: &Ctx, report: &mut Report) -> Result<(), String> {
     );
     for (j, verb) in ["ADD", "DEL"].iter().enumerate() {
         report.chart(Chart {
+            section: SECTION.into(),
             file: format!("portmap-{}.svg", verb.to_lowercase()),
             title: format!("portmap {verb} vs existing mappings"),
             x_label: "existing mappings in the namespace".into(),

@@ -72,6 +72,8 @@ impl Row {
 
 /// One scaling curve per implementation: x = a count, y = median with a p10–p90 bar.
 pub struct Chart {
+    /// Section the chart belongs under.
+    pub section: String,
     /// File name under the output directory (…svg).
     pub file: String,
     /// Title.
@@ -256,11 +258,10 @@ impl Report {
                     r.figure, r.target, r.note
                 );
             }
-            for c in self
-                .charts
-                .iter()
-                .filter(|c| c.file.starts_with(&slug(section)))
-            {
+            for (_, text) in self.notes.iter().filter(|(sec, _)| sec == section) {
+                let _ = writeln!(s, "\n{text}");
+            }
+            for c in self.charts.iter().filter(|c| c.section == section) {
                 let _ = writeln!(s, "\n![{}]({})", c.title, c.file);
             }
         }
@@ -272,18 +273,4 @@ impl Report {
         }
         s
     }
-}
-
-/// File-name form of a section name (charts of a section start with it).
-pub fn slug(section: &str) -> String {
-    section
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_lowercase()
-            } else {
-                '-'
-            }
-        })
-        .collect()
 }

@@ -1,198 +1,418 @@
-//! A real client: podman 4 (CNI backend, Debian's `podman` + `runc`) runs a busybox httpd
-//! container on a ferry bridge + portmap chain (with the reference firewall and tuning,
-//! as `podman network create` writes it). Everything network-side happens in a private
-//! "host" netns (podman is started under `nsenter --net`), storage in a temp dir.
-//! Then `ferry ports` reads podman's libcni cache.
+//! A real client: podman 4.3 (Debian's `podman`, `--runtime runc`, CNI backend chosen by a
+//! private `containers.conf`) runs busybox containers (`--rootfs`, no registry) on ferry's
+//! plugins — a ferry-only chain and the chain `podman network create` writes (ferry
+//! bridge/host-local/portmap, then the reference `firewall` and `tuning`).
+//!
+//! Every test runs podman under `nsenter --net` in a private "host" netns (`fcl<tag>h`), so
+//! bridges, veths and firewall rules never reach the real host; an "outside" netns wired to
+//! it by a veth plays a remote client. Storage (`--root`, `--runroot`) lives in a temp dir.
+//! podman's libcni cache is the default `/var/lib/cni` (the test checks only its own
+//! container IDs there).
 
+#[path = "common/clients.rs"]
+mod clients;
 mod common;
 
+use clients::{assert_not_served, assert_served, Netns};
 use serde_json::json;
-use std::path::Path;
+use std::cell::RefCell;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-/// Removes the container, then the netns, when dropped.
-struct PodmanRun {
-    conf: std::path::PathBuf,
-    base: Vec<String>,
-    netns: String,
-    name: String,
+/// podman's default libcni cache.
+const PODMAN_CNI_CACHE: &str = "/var/lib/cni";
+/// ferry portmap's claim index.
+const PORTMAP_STATE: &str = "/run/ferry/portmap";
+
+/// Which plugins follow ferry's bridge in the conflist.
+#[derive(Clone, Copy)]
+enum Chain {
+    /// bridge (+ host-local) → portmap, all ferry.
+    FerryOnly,
+    /// What podman writes: bridge → portmap → reference firewall → reference tuning.
+    PodmanWrites,
 }
 
-impl PodmanRun {
+/// One private podman installation: temp dir (conflists, storage, leases, rootfs), a
+/// private host netns, the containers it started (removed on drop, before the netns goes).
+struct Podman {
+    host: Netns,
+    tmp: tempfile::TempDir,
+    started: RefCell<Vec<String>>,
+    tag: String,
+}
+
+impl Podman {
+    fn new() -> Podman {
+        clients::require_root("the podman tests");
+        let plugins = common::ferry_plugins();
+        let tag = clients::tag();
+        let tmp = tempfile::Builder::new()
+            .prefix("fcl-podman-")
+            .tempdir()
+            .unwrap();
+        let t = tmp.path();
+        clients::busybox_rootfs(&t.join("rootfs"), "fcl-hello");
+        std::fs::create_dir_all(t.join("net")).unwrap();
+        std::fs::write(
+            t.join("containers.conf"),
+            format!(
+                "[network]\nnetwork_backend = \"cni\"\ncni_plugin_dirs = [\"{}\", \"/usr/lib/cni\"]\nnetwork_config_dir = \"{}\"\n\
+                 [containers]\ndefault_ulimits = []\n[engine]\ncgroup_manager = \"cgroupfs\"\nevents_logger = \"file\"\nruntime = \"runc\"\n",
+                plugins.display(),
+                t.join("net").display()
+            ),
+        )
+        .unwrap();
+        let host = Netns::new(&format!("fcl{tag}h"));
+        Podman {
+            host,
+            tmp,
+            started: RefCell::new(Vec::new()),
+            tag,
+        }
+    }
+
+    fn dir(&self) -> &Path {
+        self.tmp.path()
+    }
+
+    fn ipam_dir(&self) -> PathBuf {
+        self.dir().join("ipam")
+    }
+
+    /// `podman ARGS` in the private host netns with the private config and storage.
     fn podman(&self, args: &[&str]) -> Output {
         Command::new("nsenter")
-            .arg(format!("--net=/var/run/netns/{}", self.netns))
-            .args(&self.base)
+            .arg(format!("--net={}", self.host.path()))
+            .arg("podman")
+            .arg("--runtime")
+            .arg("runc")
+            .arg("--root")
+            .arg(self.dir().join("root"))
+            .arg("--runroot")
+            .arg(self.dir().join("runroot"))
+            .args(["--storage-driver", "vfs"])
             .args(args)
-            .env("CONTAINERS_CONF", &self.conf)
+            .env("CONTAINERS_CONF", self.dir().join("containers.conf"))
             .output()
             .unwrap()
     }
-    fn in_host(&self, args: &[&str]) -> Output {
-        Command::new("nsenter")
-            .arg(format!("--net=/var/run/netns/{}", self.netns))
-            .args(args)
-            .output()
-            .unwrap()
-    }
-}
 
-impl Drop for PodmanRun {
-    fn drop(&mut self) {
-        let _ = self.podman(&["rm", "-f", "-t", "0", &self.name]);
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.netns])
-            .output();
-    }
-}
-
-fn rootfs(dir: &Path) {
-    for d in ["bin", "etc", "proc", "sys", "dev", "tmp", "www"] {
-        std::fs::create_dir_all(dir.join(d)).unwrap();
-    }
-    std::fs::copy("/bin/busybox", dir.join("bin/busybox")).expect("install busybox-static");
-    for tool in ["sh", "httpd", "sleep"] {
-        std::os::unix::fs::symlink("busybox", dir.join("bin").join(tool)).unwrap();
-    }
-    std::fs::write(dir.join("etc/passwd"), "root:x:0:0:root:/:/bin/sh\n").unwrap();
-    std::fs::write(dir.join("etc/group"), "root:x:0:\n").unwrap();
-    std::fs::write(dir.join("www/index.html"), "fcf-hello\n").unwrap();
-}
-
-#[test]
-fn podman_runs_a_container_on_ferry_plugins() {
-    assert!(
-        nix::unistd::geteuid().is_root(),
-        "this test needs root (podman, network namespaces)"
-    );
-    let plugins = common::ferry_plugins();
-    let tmp = tempfile::Builder::new()
-        .prefix("fcf-podman-")
-        .tempdir()
-        .unwrap();
-    let t = tmp.path();
-    rootfs(&t.join("rootfs"));
-    let tag = std::process::id() % 10000;
-    let net_name = format!("fcfpod{tag}");
-    std::fs::create_dir_all(t.join("net")).unwrap();
-    let list = json!({"cniVersion": "0.4.0", "name": net_name, "plugins": [
-        {"type": "bridge", "bridge": format!("fcf{tag}pd"), "isGateway": true, "ipMasq": true, "hairpinMode": true,
-         "ipam": {"type": "host-local", "dataDir": t.join("ipam"), "routes": [{"dst": "0.0.0.0/0"}],
-                  "ranges": [[{"subnet": "10.213.90.0/24", "gateway": "10.213.90.1"}]]}},
-        {"type": "portmap", "capabilities": {"portMappings": true}},
-        {"type": "firewall"},
-        {"type": "tuning"}]});
-    std::fs::write(t.join("net/fcfpod.conflist"), list.to_string()).unwrap();
-    std::fs::write(
-        t.join("containers.conf"),
-        format!(
-            "[network]\nnetwork_backend = \"cni\"\ncni_plugin_dirs = [\"{}\", \"/usr/lib/cni\"]\nnetwork_config_dir = \"{}\"\n\
-             [containers]\ndefault_ulimits = []\n[engine]\ncgroup_manager = \"cgroupfs\"\nevents_logger = \"file\"\nruntime = \"runc\"\n",
-            plugins.display(),
-            t.join("net").display()
-        ),
-    )
-    .unwrap();
-    let netns = format!("fcf{tag}pdh");
-    let _ = Command::new("ip").args(["netns", "del", &netns]).output();
-    let o = Command::new("ip")
-        .args(["netns", "add", &netns])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "ip netns add: {}", common::err(&o));
-    Command::new("ip")
-        .args(["-n", &netns, "link", "set", "lo", "up"])
-        .output()
-        .unwrap();
-    let run = PodmanRun {
-        conf: t.join("containers.conf"),
-        base: vec![
-            "podman".into(),
-            "--root".into(),
-            t.join("root").display().to_string(),
-            "--runroot".into(),
-            t.join("runroot").display().to_string(),
-            "--storage-driver".into(),
-            "vfs".into(),
-        ],
-        netns,
-        name: format!("fcf{tag}pdc"),
-    };
-    let port = (25400 + tag % 100).to_string();
-    let rootfs = t.join("rootfs").display().to_string();
-    let o = run.podman(&[
-        "run",
-        "-d",
-        "--name",
-        &run.name,
-        "--network",
-        &net_name,
-        "-p",
-        &format!("{port}:80"),
-        "--rootfs",
-        &rootfs,
-        "/bin/httpd",
-        "-f",
-        "-p",
-        "80",
-        "-h",
-        "/www",
-    ]);
-    assert!(o.status.success(), "podman run: {}", common::err(&o));
-    let id = String::from_utf8_lossy(&o.stdout).trim().to_string();
-    let ip = run.podman(&[
-        "inspect",
-        &run.name,
-        "--format",
-        &format!("{{{{.NetworkSettings.Networks.{net_name}.IPAddress}}}}"),
-    ]);
-    let ip = String::from_utf8_lossy(&ip.stdout).trim().to_string();
-    assert!(ip.starts_with("10.213.90."), "container IP {ip:?}");
-    let mut body = String::new();
-    for _ in 0..50 {
-        let o = run.in_host(&["curl", "-s", "-m", "2", &format!("http://{ip}/")]);
-        body = String::from_utf8_lossy(&o.stdout).into_owned();
-        if body.contains("fcf-hello") {
-            break;
+    /// Writes a conflist for network `name` (bridge `fcl<tag><suffix>`, subnet `<net24>.0/24`).
+    fn network(&self, name: &str, suffix: &str, net24: &str, chain: Chain, isolate: bool) {
+        let mut bridge = json!({"type": "bridge", "bridge": format!("fcl{}{suffix}", self.tag),
+            "isGateway": true, "ipMasq": true, "hairpinMode": true,
+            "ipam": {"type": "host-local", "dataDir": self.ipam_dir(),
+                     "routes": [{"dst": "0.0.0.0/0"}],
+                     "ranges": [[{"subnet": format!("{net24}.0/24"), "gateway": format!("{net24}.1")}]]}});
+        if isolate {
+            bridge["isolate"] = json!(true);
         }
-        std::thread::sleep(std::time::Duration::from_millis(100));
+        let mut plugins = vec![
+            bridge,
+            json!({"type": "portmap", "capabilities": {"portMappings": true}}),
+        ];
+        if let Chain::PodmanWrites = chain {
+            plugins.push(json!({"type": "firewall"}));
+            plugins.push(json!({"type": "tuning"}));
+        }
+        let list = json!({"cniVersion": "0.4.0", "name": name, "plugins": plugins});
+        std::fs::write(
+            self.dir().join("net").join(format!("{name}.conflist")),
+            serde_json::to_string_pretty(&list).unwrap(),
+        )
+        .unwrap();
     }
-    assert!(body.contains("fcf-hello"), "direct: {body:?}");
-    let o = run.in_host(&[
-        "curl",
-        "-s",
-        "-m",
-        "3",
-        &format!("http://10.213.90.1:{port}/"),
-    ]);
-    assert!(
-        String::from_utf8_lossy(&o.stdout).contains("fcf-hello"),
-        "through the published port: {}",
-        common::err(&o)
+
+    /// `podman run -d` of busybox httpd on `networks` with `publish` (`-p` values);
+    /// returns the container ID.
+    fn run_httpd(&self, name: &str, networks: &str, publish: &[String]) -> String {
+        let rootfs = self.dir().join("rootfs").display().to_string();
+        let mut args = vec!["run", "-d", "--name", name, "--network", networks];
+        for p in publish {
+            args.push("-p");
+            args.push(p);
+        }
+        args.extend_from_slice(&[
+            "--rootfs",
+            &rootfs,
+            "/bin/httpd",
+            "-f",
+            "-p",
+            "80",
+            "-h",
+            "/www",
+        ]);
+        self.started.borrow_mut().push(name.to_string());
+        let o = self.podman(&args);
+        assert!(
+            o.status.success(),
+            "podman run {name}: {}",
+            clients::text(&o)
+        );
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    }
+
+    /// The container's IPv4 address on `network`.
+    fn ip(&self, name: &str, network: &str) -> String {
+        let o = self.podman(&[
+            "inspect",
+            name,
+            "--format",
+            &format!("{{{{(index .NetworkSettings.Networks \"{network}\").IPAddress}}}}"),
+        ]);
+        let ip = String::from_utf8_lossy(&o.stdout).trim().to_string();
+        assert!(
+            ip.parse::<std::net::Ipv4Addr>().is_ok(),
+            "IP of {name} on {network}: {:?} {}",
+            ip,
+            clients::text(&o)
+        );
+        ip
+    }
+
+    /// Whether `from` fetches the page of the httpd at `ip` (busybox wget under a 2 s timeout); the error
+    /// text when not.
+    fn fetch(&self, from: &str, ip: &str) -> Result<(), String> {
+        let url = format!("http://{ip}/");
+        let mut last = String::new();
+        for _ in 0..20 {
+            // busybox-static's `wget -T` crashes (SIGSEGV): bound it with `timeout` instead.
+            let o = self.podman(&[
+                "exec",
+                from,
+                "/bin/busybox",
+                "timeout",
+                "2",
+                "/bin/busybox",
+                "wget",
+                "-q",
+                "-O",
+                "-",
+                &url,
+            ]);
+            if o.status.success() && String::from_utf8_lossy(&o.stdout).contains("fcl-hello") {
+                return Ok(());
+            }
+            last = clients::text(&o);
+            // A fresh container may not have its httpd up yet: only retry on refusal.
+            if !last.contains("refused") {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        Err(last)
+    }
+
+    fn fetches(&self, from: &str, ip: &str) -> bool {
+        match self.fetch(from, ip) {
+            Ok(()) => true,
+            Err(e) => {
+                eprintln!("{from} -> {ip}: {e}");
+                false
+            }
+        }
+    }
+
+    /// `podman rm -f -t 0 NAME`, asserting success.
+    fn rm(&self, name: &str) {
+        let o = self.podman(&["rm", "-f", "-t", "0", name]);
+        assert!(
+            o.status.success(),
+            "podman rm {name}: {}",
+            clients::text(&o)
+        );
+        self.started.borrow_mut().retain(|n| n != name);
+    }
+
+    /// After `podman rm`: no veth in the host netns (but `keep`), no rule naming the
+    /// container's ID, addresses or host ports, no lease, no libcni cache entry, nothing in
+    /// ferry portmap's claim index.
+    fn assert_nothing_left(
+        &self,
+        id: &str,
+        ips: &[String],
+        ports: &[u16],
+        nets: &[&str],
+        keep: &[&str],
+    ) {
+        let veths = clients::run(
+            "ip",
+            &["-n", &self.host.0, "-o", "link", "show", "type", "veth"],
+        );
+        let veths: Vec<String> = String::from_utf8_lossy(&veths.stdout)
+            .lines()
+            .filter(|l| !keep.iter().any(|k| l.contains(&format!(": {k}@"))))
+            .map(str::to_string)
+            .collect();
+        assert!(veths.is_empty(), "veths left after podman rm: {veths:#?}");
+        let mut needles: Vec<String> = vec![id.to_string(), id[..12].to_string()];
+        for ip in ips {
+            needles.push(format!("{ip}/"));
+            needles.push(format!("{ip}:"));
+            needles.push(format!("{ip} "));
+        }
+        for p in ports {
+            needles.push(format!("dport {p} "));
+            needles.push(format!("dport {p}\n"));
+            needles.push(format!("--dport {p} "));
+        }
+        let needles: Vec<&str> = needles.iter().map(String::as_str).collect();
+        let rules = self.host.rules();
+        let left = clients::rules_mentioning(&format!("{rules}\n"), &needles);
+        assert!(left.is_empty(), "rules left after podman rm: {left:#?}");
+        for net in nets {
+            let leases = clients::leases(&self.ipam_dir(), net);
+            assert!(leases.is_empty(), "leases left on {net}: {leases:?}");
+        }
+        let cached = clients::cache_entries(Path::new(PODMAN_CNI_CACHE), id);
+        assert!(cached.is_empty(), "libcni cache entries left: {cached:?}");
+        let claims = clients::files_mentioning(Path::new(PORTMAP_STATE), id);
+        assert!(claims.is_empty(), "portmap claims left: {claims:?}");
+    }
+}
+
+impl Drop for Podman {
+    fn drop(&mut self) {
+        for name in self.started.borrow().iter() {
+            let _ = self.podman(&["rm", "-f", "-t", "0", name]);
+        }
+    }
+}
+
+/// Two containers on one network reach each other; `-p 127.0.0.1:P1:80` answers on
+/// 127.0.0.1 only, `-p P2:80` on 127.0.0.1 and from outside through the host address;
+/// `podman rm` leaves nothing.
+fn published_ports(chain: Chain, net24: &str, p1: u16, p2: u16) {
+    let pm = Podman::new();
+    let net = format!("fcl{}n", pm.tag);
+    pm.network(&net, "b", net24, chain, false);
+    let outside = clients::outside_client(
+        &pm.host,
+        &format!("fcl{}o", pm.tag),
+        "10.213.150.1",
+        "10.213.150.2",
     );
+    let a = format!("fcl{}a", pm.tag);
+    let b = format!("fcl{}b", pm.tag);
+    let id_a = pm.run_httpd(&a, &net, &[format!("127.0.0.1:{p1}:80")]);
+    let id_b = pm.run_httpd(&b, &net, &[format!("{p2}:80")]);
+    let (ip_a, ip_b) = (pm.ip(&a, &net), pm.ip(&b, &net));
+    assert!(pm.fetches(&b, &ip_a), "{b} cannot reach {a} at {ip_a}");
+    assert!(pm.fetches(&a, &ip_b), "{a} cannot reach {b} at {ip_b}");
+
+    let host = Some(&pm.host);
+    assert_served(
+        host,
+        &format!("http://127.0.0.1:{p1}/"),
+        "fcl-hello",
+        "host → 127.0.0.1:P1",
+    );
+    assert_served(
+        host,
+        &format!("http://127.0.0.1:{p2}/"),
+        "fcl-hello",
+        "host → 127.0.0.1:P2",
+    );
+    assert_served(
+        Some(&outside),
+        &format!("http://10.213.150.1:{p2}/"),
+        "fcl-hello",
+        "outside → host address:P2",
+    );
+    assert_not_served(
+        Some(&outside),
+        &format!("http://10.213.150.1:{p1}/"),
+        "outside → host address:P1 (mapped on 127.0.0.1 only)",
+    );
+
     // podman's libcni cache, read by ferry.
     let o = Command::new(common::FERRY)
-        .args(["ports", &id, "--cache-dir", "/var/lib/cni"])
+        .args(["ports", &id_b, "--cache-dir", PODMAN_CNI_CACHE])
         .output()
         .unwrap();
     assert_eq!(
         String::from_utf8_lossy(&o.stdout).trim(),
-        format!("80/tcp -> 0.0.0.0:{port}"),
-        "{}",
-        common::err(&o)
+        format!("80/tcp -> 0.0.0.0:{p2}"),
+        "ferry ports on podman's cache: {}",
+        clients::text(&o)
     );
-    let o = run.podman(&["rm", "-f", "-t", "0", &run.name]);
-    assert!(o.status.success(), "podman rm: {}", common::err(&o));
-    let left: Vec<String> = std::fs::read_dir(t.join("ipam").join(&net_name))
-        .map(|rd| {
-            rd.filter_map(|e| e.ok())
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| n.starts_with("10."))
-                .collect()
-        })
-        .unwrap_or_default();
+
+    pm.rm(&a);
+    pm.rm(&b);
+    pm.assert_nothing_left(
+        &id_a,
+        &[ip_a],
+        &[p1],
+        &[&net],
+        &[&format!("fcl{}oh", pm.tag)],
+    );
+    pm.assert_nothing_left(
+        &id_b,
+        &[ip_b],
+        &[p2],
+        &[&net],
+        &[&format!("fcl{}oh", pm.tag)],
+    );
+}
+
+#[test]
+fn ferry_only_chain_serves_containers_and_published_ports() {
+    published_ports(Chain::FerryOnly, "10.213.145", 30010, 30011);
+}
+
+#[test]
+fn podman_written_chain_with_reference_firewall_and_tuning() {
+    published_ports(Chain::PodmanWrites, "10.213.146", 30020, 30021);
+}
+
+/// Two networks with `"isolate": true`: a container on one cannot reach one on the other;
+/// a container on both reaches each. `podman rm` leaves nothing.
+fn isolation(chain: Chain, net24: [&str; 2]) {
+    let pm = Podman::new();
+    let (n1, n2) = (format!("fcl{}i", pm.tag), format!("fcl{}j", pm.tag));
+    pm.network(&n1, "x", net24[0], chain, true);
+    pm.network(&n2, "y", net24[1], chain, true);
+    let (a, b, c) = (
+        format!("fcl{}a", pm.tag),
+        format!("fcl{}b", pm.tag),
+        format!("fcl{}c", pm.tag),
+    );
+    let id_a = pm.run_httpd(&a, &n1, &[]);
+    let id_b = pm.run_httpd(&b, &n2, &[]);
+    let id_c = pm.run_httpd(&c, &format!("{n1},{n2}"), &[]);
+    let ip_a = pm.ip(&a, &n1);
+    let ip_b = pm.ip(&b, &n2);
+    let (ip_c1, ip_c2) = (pm.ip(&c, &n1), pm.ip(&c, &n2));
+    assert!(pm.fetches(&c, &ip_a), "{c} (on both) cannot reach {a}");
+    assert!(pm.fetches(&c, &ip_b), "{c} (on both) cannot reach {b}");
+    assert!(pm.fetches(&a, &ip_c1), "{a} cannot reach {c} on {n1}");
+    assert!(pm.fetches(&b, &ip_c2), "{b} cannot reach {c} on {n2}");
+    let forward = clients::text(&pm.host.exec(&["iptables", "-S", "FORWARD"]));
     assert!(
-        left.is_empty(),
-        "reservations left after podman rm: {left:?}"
+        !pm.fetches(&a, &ip_b),
+        "{a} on {n1} reached {b} on {n2}: isolation does not hold{}\nFORWARD:\n{forward}",
+        match chain {
+            Chain::PodmanWrites => " (the reference firewall inserts `-j CNI-FORWARD` at the top of FORWARD, above FERRY-ISOLATION-1, and CNI-FORWARD accepts everything from the container)",
+            Chain::FerryOnly => "",
+        }
     );
+    assert!(!pm.fetches(&b, &ip_a), "{b} on {n2} reached {a} on {n1}");
+    for n in [&a, &b, &c] {
+        pm.rm(n);
+    }
+    pm.assert_nothing_left(&id_a, &[ip_a], &[], &[&n1], &[]);
+    pm.assert_nothing_left(&id_b, &[ip_b], &[], &[&n2], &[]);
+    pm.assert_nothing_left(&id_c, &[ip_c1, ip_c2], &[], &[&n1, &n2], &[]);
+}
+
+#[test]
+fn isolated_networks_ferry_only_chain() {
+    isolation(Chain::FerryOnly, ["10.213.147", "10.213.148"]);
+}
+
+#[test]
+fn isolated_networks_podman_written_chain() {
+    isolation(Chain::PodmanWrites, ["10.213.151", "10.213.152"]);
 }

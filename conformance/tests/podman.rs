@@ -14,7 +14,7 @@ mod clients;
 mod common;
 
 use clients::{assert_not_served, assert_served, Netns};
-use serde_json::json;
+use serde_json::{json, Value};
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -99,25 +99,27 @@ impl Podman {
             .unwrap()
     }
 
-    /// Writes a conflist for network `name` (bridge `fcl<tag><suffix>`, subnet `<net24>.0/24`).
+    /// Writes a conflist for network `name` from `testdata/podman` (the README quotes those
+    /// files), made private: bridge `fcl<tag><suffix>`, subnet `<net24>.0/24`, scratch
+    /// `dataDir`, `isolate` as asked.
     fn network(&self, name: &str, suffix: &str, net24: &str, chain: Chain, isolate: bool) {
-        let mut bridge = json!({"type": "bridge", "bridge": format!("fcl{}{suffix}", self.tag),
-            "isGateway": true, "ipMasq": true, "hairpinMode": true,
-            "ipam": {"type": "host-local", "dataDir": self.ipam_dir(),
-                     "routes": [{"dst": "0.0.0.0/0"}],
-                     "ranges": [[{"subnet": format!("{net24}.0/24"), "gateway": format!("{net24}.1")}]]}});
-        if isolate {
-            bridge["isolate"] = json!(true);
-        }
-        let mut plugins = vec![
-            bridge,
-            json!({"type": "portmap", "capabilities": {"portMappings": true}}),
-        ];
-        if let Chain::PodmanWrites = chain {
-            plugins.push(json!({"type": "firewall"}));
-            plugins.push(json!({"type": "tuning"}));
-        }
-        let list = json!({"cniVersion": "0.4.0", "name": name, "plugins": plugins});
+        let file = match chain {
+            Chain::FerryOnly => "88-ferry-only.conflist",
+            Chain::PodmanWrites => "87-podman-bridge.conflist",
+        };
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../testdata/podman")
+            .join(file);
+        let mut list: Value = serde_json::from_slice(&std::fs::read(&path).unwrap())
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        list["name"] = json!(name);
+        let bridge = &mut list["plugins"][0];
+        assert_eq!(bridge["type"], "bridge", "{file}: first plugin");
+        bridge["bridge"] = json!(format!("fcl{}{suffix}", self.tag));
+        bridge["ipam"]["dataDir"] = json!(self.ipam_dir());
+        bridge["ipam"]["ranges"] =
+            json!([[{"subnet": format!("{net24}.0/24"), "gateway": format!("{net24}.1")}]]);
+        bridge["isolate"] = json!(isolate);
         std::fs::write(
             self.dir().join("net").join(format!("{name}.conflist")),
             serde_json::to_string_pretty(&list).unwrap(),

@@ -4,18 +4,16 @@
 //! Why: a UDP "connection" to hostIP:hostPort keeps its DNAT target for as long as datagrams
 //! flow, so a re-created container with a new address would never see them.
 
+use crate::netlink::{messages, nl_error, Socket, NETLINK_NETFILTER, NLMSG_DONE, NLMSG_ERROR};
 use std::collections::BTreeSet;
 use std::io;
 
-const NETLINK_NETFILTER: libc::c_int = 12;
 const NFNL_SUBSYS_CTNETLINK: u16 = 1;
 const IPCTNL_MSG_CT_GET: u16 = 1;
 const IPCTNL_MSG_CT_DELETE: u16 = 2;
 const NLM_F_REQUEST: u16 = 0x1;
 const NLM_F_ACK: u16 = 0x4;
 const NLM_F_DUMP: u16 = 0x300;
-const NLMSG_ERROR: u16 = 2;
-const NLMSG_DONE: u16 = 3;
 const CTA_TUPLE_ORIG: u16 = 1;
 const CTA_ZONE: u16 = 18;
 const CTA_TUPLE_PROTO: u16 = 2;
@@ -90,88 +88,13 @@ fn message(kind: u16, flags: u16, seq: u32, family: u8, payload: &[u8]) -> Vec<u
     m
 }
 
-struct Socket(libc::c_int);
-
-impl Drop for Socket {
-    fn drop(&mut self) {
-        // SAFETY: closing the descriptor this guard owns.
-        unsafe { libc::close(self.0) };
-    }
-}
-
-impl Socket {
-    fn open() -> io::Result<Socket> {
-        // SAFETY: plain socket(2)/bind(2) with a zeroed, correctly sized sockaddr_nl.
-        unsafe {
-            let fd = libc::socket(
-                libc::AF_NETLINK,
-                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                NETLINK_NETFILTER,
-            );
-            if fd < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            let s = Socket(fd);
-            let mut addr: libc::sockaddr_nl = std::mem::zeroed();
-            addr.nl_family = libc::AF_NETLINK as libc::sa_family_t;
-            let rc = libc::bind(
-                fd,
-                (&addr as *const libc::sockaddr_nl).cast(),
-                std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
-            );
-            if rc != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(s)
-        }
-    }
-
-    fn send(&self, msg: &[u8]) -> io::Result<()> {
-        // SAFETY: msg is a valid buffer of msg.len() bytes.
-        let n = unsafe { libc::send(self.0, msg.as_ptr().cast(), msg.len(), 0) };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
-    }
-
-    fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
-        // SAFETY: buf is a valid writable buffer of buf.len() bytes.
-        let n = unsafe { libc::recv(self.0, buf.as_mut_ptr().cast(), buf.len(), 0) };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(n as usize)
-    }
-}
-
-/// Netlink messages in a received buffer: (type, flags-free payload).
-fn messages(mut buf: &[u8]) -> Vec<(u16, &[u8])> {
-    let mut out = Vec::new();
-    while buf.len() >= 16 {
-        let len = u32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
-        let kind = u16::from_ne_bytes([buf[4], buf[5]]);
-        if len < 16 || len > buf.len() {
-            break;
-        }
-        out.push((kind, &buf[16..len]));
-        buf = &buf[align4(len).min(buf.len())..];
-    }
-    out
-}
-
-fn nl_error(payload: &[u8]) -> Option<i32> {
-    let code = i32::from_ne_bytes(payload.get(..4)?.try_into().ok()?);
-    (code != 0).then_some(-code)
-}
-
 /// Deletes the UDP entries of `family` (`libc::AF_INET`/`AF_INET6`) whose original
 /// destination port is in `ports`; returns how many were deleted.
 pub fn delete_udp(family: u8, ports: &BTreeSet<u16>) -> io::Result<usize> {
     if ports.is_empty() {
         return Ok(0);
     }
-    let sock = Socket::open()?;
+    let sock = Socket::open(NETLINK_NETFILTER)?;
     sock.send(&message(
         IPCTNL_MSG_CT_GET,
         NLM_F_REQUEST | NLM_F_DUMP,

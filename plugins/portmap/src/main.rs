@@ -5,6 +5,7 @@ mod config;
 mod conntrack;
 mod host;
 mod ipt;
+mod netlink;
 mod nft;
 mod plugin;
 mod rules;

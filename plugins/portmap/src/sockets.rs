@@ -83,25 +83,100 @@ fn socket_overlaps(claim: &Claim, addr: IpAddr) -> bool {
 
 /// A host socket in the way of `claim`: (address, pid and process name when found).
 pub fn find_holder(claim: &Claim) -> Option<(BoundSocket, Option<(u32, String)>)> {
-    let (tcp, base) = match claim.protocol {
-        ProtocolName::Tcp => (true, "tcp"),
-        ProtocolName::Udp => (false, "udp"),
+    let candidates: Vec<BoundSocket> = match claim.protocol {
+        // Listening TCP sockets come from inet_diag, which walks only the listening hash;
+        // reading /proc/net/tcp walks every bucket of the (system-wide, large) established
+        // hash and costs milliseconds even in an empty namespace.
+        ProtocolName::Tcp => match (
+            tcp_listeners(libc::AF_INET as u8),
+            tcp_listeners(libc::AF_INET6 as u8),
+        ) {
+            (Ok(mut v4), Ok(v6)) => {
+                v4.extend(v6);
+                v4
+            }
+            _ => read_proc(&["/proc/net/tcp", "/proc/net/tcp6"], true),
+        },
+        ProtocolName::Udp => read_proc(&["/proc/net/udp", "/proc/net/udp6"], false),
         // SCTP endpoints live in /proc/net/sctp/eps with another layout; not checked.
         ProtocolName::Sctp => return None,
     };
-    for file in [format!("/proc/net/{base}"), format!("/proc/net/{base}6")] {
-        let Ok(text) = std::fs::read_to_string(&file) else {
-            continue;
-        };
-        if let Some(s) = parse_proc_net(&text, tcp)
-            .into_iter()
-            .find(|s| s.port == claim.port && socket_overlaps(claim, s.addr))
-        {
-            let holder = process_of_inode(s.inode);
-            return Some((s, holder));
+    let s = candidates
+        .into_iter()
+        .find(|s| s.port == claim.port && socket_overlaps(claim, s.addr))?;
+    let holder = process_of_inode(s.inode);
+    Some((s, holder))
+}
+
+fn read_proc(files: &[&str], tcp: bool) -> Vec<BoundSocket> {
+    files
+        .iter()
+        .filter_map(|f| std::fs::read_to_string(f).ok())
+        .flat_map(|text| parse_proc_net(&text, tcp))
+        .collect()
+}
+
+const SOCK_DIAG_BY_FAMILY: u16 = 20;
+const TCP_LISTEN_STATE: u32 = 10;
+const INET_DIAG_MSG_LEN: usize = 72;
+
+/// Listening TCP sockets of `family` (AF_INET / AF_INET6) from inet_diag.
+pub fn tcp_listeners(family: u8) -> std::io::Result<Vec<BoundSocket>> {
+    use crate::netlink::{messages, nl_error, Socket, NETLINK_SOCK_DIAG, NLMSG_DONE, NLMSG_ERROR};
+    let sock = Socket::open(NETLINK_SOCK_DIAG)?;
+    // nlmsghdr + inet_diag_req_v2 (family, protocol, ext, pad, states, 48-byte sockid)
+    let mut req = Vec::with_capacity(16 + 56);
+    req.extend_from_slice(&((16 + 56) as u32).to_ne_bytes());
+    req.extend_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
+    req.extend_from_slice(&(0x1u16 | 0x300).to_ne_bytes());
+    req.extend_from_slice(&1u32.to_ne_bytes());
+    req.extend_from_slice(&0u32.to_ne_bytes());
+    req.extend_from_slice(&[family, libc::IPPROTO_TCP as u8, 0, 0]);
+    req.extend_from_slice(&(1u32 << TCP_LISTEN_STATE).to_ne_bytes());
+    req.extend_from_slice(&[0u8; 48]);
+    sock.send(&req)?;
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = sock.recv(&mut buf)?;
+        if n == 0 {
+            return Ok(out);
+        }
+        for (kind, payload) in messages(&buf[..n]) {
+            match kind {
+                NLMSG_DONE => return Ok(out),
+                NLMSG_ERROR => {
+                    if let Some(errno) = nl_error(payload) {
+                        return Err(std::io::Error::from_raw_os_error(errno));
+                    }
+                }
+                _ => out.extend(parse_inet_diag_msg(payload)),
+            }
         }
     }
-    None
+}
+
+/// Reads address, port and inode from one `inet_diag_msg`.
+pub fn parse_inet_diag_msg(m: &[u8]) -> Option<BoundSocket> {
+    if m.len() < INET_DIAG_MSG_LEN {
+        return None;
+    }
+    let port = u16::from_be_bytes([m[4], m[5]]);
+    let addr = match m[0] as i32 {
+        libc::AF_INET => IpAddr::V4(Ipv4Addr::new(m[8], m[9], m[10], m[11])),
+        libc::AF_INET6 => {
+            let mut b = [0u8; 16];
+            b.copy_from_slice(&m[8..24]);
+            let v6 = Ipv6Addr::from(b);
+            match v6.to_ipv4_mapped() {
+                Some(v4) => IpAddr::V4(v4),
+                None => IpAddr::V6(v6),
+            }
+        }
+        _ => return None,
+    };
+    let inode = u32::from_ne_bytes([m[68], m[69], m[70], m[71]]) as u64;
+    Some(BoundSocket { addr, port, inode })
 }
 
 /// The process with a descriptor on socket `inode` (scans `/proc/*/fd`; only runs when a
@@ -151,6 +226,24 @@ mod tests {
         let s = parse_proc_net(v6, true);
         assert_eq!(s[0].addr, "::".parse::<IpAddr>().unwrap());
         assert_eq!(s[0].port, 8080);
+    }
+
+    #[test]
+    fn parses_inet_diag_message() {
+        let mut m = vec![0u8; INET_DIAG_MSG_LEN];
+        m[0] = libc::AF_INET as u8;
+        m[1] = 10;
+        m[4..6].copy_from_slice(&22000u16.to_be_bytes());
+        m[8..12].copy_from_slice(&[127, 0, 0, 1]);
+        m[68..72].copy_from_slice(&4242u32.to_ne_bytes());
+        assert_eq!(
+            parse_inet_diag_msg(&m),
+            Some(BoundSocket {
+                addr: "127.0.0.1".parse().unwrap(),
+                port: 22000,
+                inode: 4242
+            })
+        );
     }
 
     #[test]

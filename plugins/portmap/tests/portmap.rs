@@ -646,7 +646,8 @@ fn reference_mappings_conflict_and_interoperate() {
     );
     // reference ADD, then ferry ADD of the same port: conflict naming the reference's container
     t.run(REFERENCE, "ADD", "refc", &c).expect("reference ADD");
-    t.ferry("CHECK", "refc", &c).expect("ferry CHECK accepts the reference's rules");
+    t.ferry("CHECK", "refc", &c)
+        .expect("ferry CHECK accepts the reference's rules");
     let err = t
         .ferry("ADD", "c2", &c)
         .expect_err("conflict with reference rules");

@@ -280,6 +280,8 @@ impl Drop for Podman {
         for name in self.started.borrow().iter() {
             let _ = self.podman(&["rm", "-f", "-t", "0", name]);
         }
+        // A userland-proxy daemon portmap may have started on the test's private socket.
+        stop_daemon_by_socket(&self.dir().join("proxy.sock").display().to_string());
     }
 }
 
@@ -417,4 +419,110 @@ fn isolated_networks_ferry_only_chain() {
 #[test]
 fn isolated_networks_podman_written_chain() {
     isolation(Chain::PodmanWrites, ["10.213.151", "10.213.152"]);
+}
+
+/// The keys this test sets on portmap for the userland-proxy mode (issue 6): the mode
+/// itself, and a daemon socket and state dir private to the test (the daemon must live in
+/// the test's host netns, not share `/run/ferry/proxy.sock` with the real host's daemon).
+const USERLAND_KEYS: [&str; 3] = ["userlandProxy", "proxySocket", "proxyStateDir"];
+
+/// `-p 127.0.0.1:P1:80` and `-p P2:80` with portmap's `"userlandProxy": true`: 127.0.0.1
+/// (both), `::1` (P2) and outside (P2, kernel DNAT) answer; `podman rm` leaves nothing and
+/// frees the ports. Fails (never skips) while portmap lacks the mode.
+#[test]
+fn userland_proxy_mode_serves_ipv6_loopback_under_podman() {
+    let pm = Podman::new();
+    let portmap = std::fs::read(common::ferry_plugins().join("portmap")).unwrap();
+    let knows = |key: &str| portmap.windows(key.len()).any(|w| w == key.as_bytes());
+    let unknown: Vec<&str> = USERLAND_KEYS.into_iter().filter(|k| !knows(k)).collect();
+    assert!(
+        unknown.is_empty(),
+        "portmap does not know {unknown:?}: the userlandProxy mode (issue 6) is not in this build, \
+         so ::1 cannot be served (the kernel cannot NAT IPv6 loopback); if it landed under other \
+         key names, update USERLAND_KEYS"
+    );
+    let net = format!("fcl{}u", pm.tag);
+    pm.network(&net, "u", "10.213.149", Chain::FerryOnly, false);
+    let path = pm.dir().join("net").join(format!("{net}.conflist"));
+    let mut list: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let portmap_conf = &mut list["plugins"][1];
+    portmap_conf["userlandProxy"] = json!(true);
+    portmap_conf["proxySocket"] = json!(pm.dir().join("proxy.sock"));
+    portmap_conf["proxyStateDir"] = json!(pm.dir().join("proxy-state"));
+    std::fs::write(&path, list.to_string()).unwrap();
+    let outside = clients::outside_client(
+        &pm.host,
+        &format!("fcl{}o", pm.tag),
+        "10.213.150.1",
+        "10.213.150.2",
+    );
+    let (p1, p2) = (30030u16, 30031u16);
+    let a = format!("fcl{}a", pm.tag);
+    let id = pm.run_httpd(
+        &a,
+        &net,
+        &[format!("127.0.0.1:{p1}:80"), format!("{p2}:80")],
+    );
+    let ip = pm.ip(&a, &net);
+    let host = Some(&pm.host);
+    let want = "fcl-hello";
+    assert_served(
+        host,
+        &format!("http://127.0.0.1:{p1}/"),
+        want,
+        "host → 127.0.0.1:P1",
+    );
+    assert_served(
+        host,
+        &format!("http://127.0.0.1:{p2}/"),
+        want,
+        "host → 127.0.0.1:P2",
+    );
+    assert_served(
+        host,
+        &format!("http://[::1]:{p2}/"),
+        want,
+        "host → [::1]:P2",
+    );
+    assert_served(
+        Some(&outside),
+        &format!("http://10.213.150.1:{p2}/"),
+        want,
+        "outside → host address:P2",
+    );
+    pm.rm(&a);
+    pm.assert_nothing_left(
+        &id,
+        &[ip],
+        &[p1, p2],
+        &[&net],
+        &[&format!("fcl{}oh", pm.tag)],
+    );
+    for p in [p1, p2] {
+        let o = pm.host.exec(&["ss", "-ltnH", &format!("sport = :{p}")]);
+        let held = clients::text(&o);
+        assert!(
+            held.trim().is_empty(),
+            "port {p} still held after podman rm: {held}"
+        );
+    }
+}
+
+/// Stops (SIGTERM, by PID) the proxy daemon portmap started for one test, found by the
+/// test's private socket path in its command line.
+fn stop_daemon_by_socket(socket: &str) {
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
+        if !String::from_utf8_lossy(&cmd).contains(socket) {
+            continue;
+        }
+        if let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+    }
 }

@@ -800,13 +800,18 @@ impl ProxyDaemon {
         let v: Value = serde_json::from_str(&body).expect("list JSON");
         v["mappings"].as_array().cloned().unwrap_or_default()
     }
-    /// One Prometheus sample's value (the first line starting with `name`).
+    /// A Prometheus metric summed over all its samples (every mapping's label set).
     pub fn metric(&self, name: &str) -> Option<f64> {
         let (_, body) = http(&self.socket, "GET", "/metrics", None).ok()?;
-        body.lines()
-            .find(|l| l.starts_with(name) && !l.starts_with('#'))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
+        let values: Vec<f64> = body
+            .lines()
+            .filter(|l| {
+                l.strip_prefix(name)
+                    .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+            })
+            .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse().ok()))
+            .collect();
+        (!values.is_empty()).then(|| values.iter().sum())
     }
     /// Resident memory of the daemon in KiB.
     pub fn rss_kib(&self) -> u64 {

@@ -399,7 +399,7 @@ fn isolate_three_tier() {
 
     // the rules stay while the bridges exist; GC removes them once the bridges are gone
     assert!(h
-        .sh(&["iptables", "-S", "FERRY-ISOLATION-2"])
+        .sh(&["iptables", "-t", "mangle", "-S", "FERRY-ISOLATION-2"])
         .contains("fbrfront"));
     h.ip(&["link", "del", "fbrfront"]);
     h.ip(&["link", "del", "fbrback"]);
@@ -421,7 +421,8 @@ fn isolate_three_tier() {
     .expect_ok();
     for tool in ["iptables", "ip6tables"] {
         assert!(
-            !h.sh(&[tool, "-S"]).contains("FERRY-ISOLATION"),
+            !h.sh(&[tool, "-t", "mangle", "-S"])
+                .contains("FERRY-ISOLATION"),
             "{tool}: isolation chains removed"
         );
     }

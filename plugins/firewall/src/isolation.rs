@@ -3,7 +3,7 @@
 //! container attached to both (one interface on each bridge) reaches each, because its
 //! traffic to either stays on that bridge and is never forwarded between bridges.
 //!
-//! Layout (filter table, IPv4 and IPv6 alike), two stages so that the cost per packet and
+//! Layout (mangle table, IPv4 and IPv6 alike), two stages so that the cost per packet and
 //! per network stays constant however many networks isolate:
 //! - `FORWARD`: `-j FERRY-ISOLATION-1` first;
 //! - `FERRY-ISOLATION-1`: per isolating bridge B, `-i B ! -o B -j FERRY-ISOLATION-2`
@@ -13,6 +13,13 @@
 //!
 //! Traffic to the outside world or to non-isolating bridges is untouched. Each rule carries
 //! the comment `ferry isolate net: <network>` so an operator sees who put it there.
+//!
+//! Why mangle and not filter (where Docker keeps DOCKER-ISOLATION): in a mixed chain the
+//! reference `firewall` plugin inserts `-j CNI-FORWARD` at the top of filter FORWARD after
+//! our ADD, and CNI-FORWARD accepts the container subnets, so a drop further down is never
+//! reached (podman's own chain, bridge → portmap → firewall, broke isolation that way).
+//! mangle FORWARD runs before filter FORWARD for every packet, so no ACCEPT in filter —
+//! CNI-FORWARD, DOCKER, a user's rules — can pre-empt isolation, whatever order tools insert.
 
 use crate::error::Result;
 use crate::executor::{find_tool, run_checked};
@@ -21,8 +28,10 @@ use crate::executor::{find_tool, run_checked};
 pub const STAGE1: &str = "FERRY-ISOLATION-1";
 /// Second stage chain: drops it when it would enter another isolating bridge.
 pub const STAGE2: &str = "FERRY-ISOLATION-2";
+/// The table the chains live in (see the module comment for why not filter).
+pub const TABLE: &str = "mangle";
 
-/// What `iptables-save -t filter` says about the isolation chains.
+/// What `iptables-save -t mangle` says about the isolation chains.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct IsolationState {
     /// FERRY-ISOLATION-1 exists.
@@ -107,7 +116,7 @@ pub fn render_ensure(bridge: &str, network: &str, st: &IsolationState) -> Option
     if body.is_empty() {
         None
     } else {
-        Some(format!("*filter\n{body}COMMIT\n"))
+        Some(format!("*{TABLE}\n{body}COMMIT\n"))
     }
 }
 
@@ -133,7 +142,7 @@ pub fn render_remove(bridge: &str, st: &IsolationState) -> Option<String> {
     if body.is_empty() {
         None
     } else {
-        Some(format!("*filter\n{body}COMMIT\n"))
+        Some(format!("*{TABLE}\n{body}COMMIT\n"))
     }
 }
 
@@ -183,7 +192,7 @@ pub fn ensure(bridge: &str, network: &str) -> Result<()> {
     for (save, restore) in fams {
         let mut attempt = 0;
         loop {
-            let st = parse_state(&run_checked(save, &["-t", "filter"], None, &what)?);
+            let st = parse_state(&run_checked(save, &["-t", TABLE], None, &what)?);
             let Some(text) = render_ensure(bridge, network, &st) else {
                 break;
             };
@@ -201,7 +210,7 @@ pub fn ensure(bridge: &str, network: &str) -> Result<()> {
 pub fn remove(bridge: &str) -> Result<()> {
     let what = format!("removing isolation of bridge {bridge}");
     for (save, restore) in families() {
-        let st = parse_state(&run_checked(save, &["-t", "filter"], None, &what)?);
+        let st = parse_state(&run_checked(save, &["-t", TABLE], None, &what)?);
         if let Some(text) = render_remove(bridge, &st) {
             run_checked(restore, &["--noflush", "-w"], Some(&text), &what)?;
         }
@@ -213,7 +222,7 @@ pub fn remove(bridge: &str) -> Result<()> {
 pub fn list() -> Result<Vec<String>> {
     let st = parse_state(&run_checked(
         "iptables-save",
-        &["-t", "filter"],
+        &["-t", TABLE],
         None,
         "listing isolated bridges",
     )?);
@@ -229,7 +238,7 @@ mod tests {
         let text = render_ensure("fbrfront", "frontend", &IsolationState::default()).unwrap();
         assert_eq!(
             text,
-            "*filter\n-N FERRY-ISOLATION-1\n-N FERRY-ISOLATION-2\n\
+            "*mangle\n-N FERRY-ISOLATION-1\n-N FERRY-ISOLATION-2\n\
 -A FERRY-ISOLATION-1 -i fbrfront ! -o fbrfront -m comment --comment \"ferry isolate net: frontend\" -j FERRY-ISOLATION-2\n\
 -A FERRY-ISOLATION-2 -o fbrfront -m comment --comment \"ferry isolate net: frontend\" -j DROP\n\
 -I FORWARD 1 -j FERRY-ISOLATION-1\nCOMMIT\n"
@@ -238,7 +247,7 @@ mod tests {
 
     #[test]
     fn ensure_is_idempotent_and_remove_takes_only_that_bridge() {
-        let save = "*filter\n:FORWARD ACCEPT [0:0]\n:FERRY-ISOLATION-1 - [0:0]\n:FERRY-ISOLATION-2 - [0:0]\n\
+        let save = "*mangle\n:FORWARD ACCEPT [0:0]\n:FERRY-ISOLATION-1 - [0:0]\n:FERRY-ISOLATION-2 - [0:0]\n\
 -A FORWARD -j FERRY-ISOLATION-1\n\
 -A FERRY-ISOLATION-1 -i fbrfront ! -o fbrfront -m comment --comment \"ferry isolate net: frontend\" -j FERRY-ISOLATION-2\n\
 -A FERRY-ISOLATION-1 -i fbrback ! -o fbrback -m comment --comment \"ferry isolate net: backend\" -j FERRY-ISOLATION-2\n\
@@ -256,12 +265,12 @@ mod tests {
         assert!(!rm.contains("fbrfront"));
         assert_eq!(render_remove("fbrother", &st), None);
         let last = parse_state(
-            "*filter\n:FERRY-ISOLATION-1 - [0:0]\n:FERRY-ISOLATION-2 - [0:0]\n-A FORWARD -j FERRY-ISOLATION-1\n\
+            "*mangle\n:FERRY-ISOLATION-1 - [0:0]\n:FERRY-ISOLATION-2 - [0:0]\n-A FORWARD -j FERRY-ISOLATION-1\n\
 -A FERRY-ISOLATION-2 -o fbrback -m comment --comment \"ferry isolate net: backend\" -j DROP\nCOMMIT\n",
         );
         assert_eq!(
             render_remove("fbrback", &last).unwrap(),
-            "*filter\n-D FERRY-ISOLATION-2 -o fbrback -m comment --comment \"ferry isolate net: backend\" -j DROP\n\
+            "*mangle\n-D FERRY-ISOLATION-2 -o fbrback -m comment --comment \"ferry isolate net: backend\" -j DROP\n\
 -D FORWARD -j FERRY-ISOLATION-1\n-X FERRY-ISOLATION-1\n-X FERRY-ISOLATION-2\nCOMMIT\n"
         );
     }

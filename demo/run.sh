@@ -58,6 +58,17 @@ if grep -q userlandProxy "$TARGET/portmap" 2>/dev/null; then
   USERLAND=', "userlandProxy": true'
 fi
 
+# PIDs of ferry-proxy daemons from this build; portmap starts one in userlandProxy mode when
+# none runs, and the demo stops only one it caused (not one that was running before).
+proxy_daemons() {
+  local d cmd
+  for d in /proc/[0-9]*; do
+    cmd=$( { tr '\0' ' ' < "$d/cmdline"; } 2>/dev/null ) || continue
+    case "$cmd" in "$TARGET/ferry-proxy daemon"*) echo "${d#/proc/}" ;; esac
+  done
+}
+DAEMONS_BEFORE=" $(proxy_daemons | tr '\n' ' ') "
+
 teardown() {
   trap - EXIT INT TERM
   step "teardown"
@@ -72,6 +83,10 @@ teardown() {
   # GC: the isolation rules of bridges that are gone, and anything still cached.
   "$FERRY" gc frontend >/dev/null 2>&1
   "$FERRY" gc backend >/dev/null 2>&1
+  local pid
+  for pid in $(proxy_daemons); do
+    case "$DAEMONS_BEFORE" in *" $pid "*) ;; *) kill "$pid" 2>/dev/null ;; esac
+  done
 
   local left=()
   for ns in "${NETNS[@]}"; do [ -e "/var/run/netns/$ns" ] && left+=("netns $ns"); done

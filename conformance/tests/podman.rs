@@ -148,10 +148,17 @@ impl Podman {
         ]);
         self.started.borrow_mut().push(name.to_string());
         let o = self.podman(&args);
+        let out = clients::text(&o);
         assert!(
             o.status.success(),
-            "podman run {name}: {}",
-            clients::text(&o)
+            "podman run {name}: {out}{}",
+            if out.contains("address already in use") {
+                "\n(podman binds every published port in conmon *after* the CNI ADD; a host \
+                 socket portmap left on that port — e.g. a userland-proxy listener on \
+                 127.0.0.1:P — makes that bind fail)"
+            } else {
+                ""
+            }
         );
         String::from_utf8_lossy(&o.stdout).trim().to_string()
     }

@@ -22,9 +22,13 @@ use std::time::{Duration, Instant};
 const FERRY_PROXY: &str = concat!(env!("CARGO_BIN_EXE_ferry"), "-proxy");
 /// The client from the docker.io package (the `docker` on PATH may be another one).
 const DOCKER: &str = "/usr/bin/docker";
+/// dockerd always creates `/run/docker/plugins`, whatever its roots.
+const RUN_DOCKER: &str = "/run/docker";
 
 /// dockerd in a private netns; stopped by PID, its chains removed, on drop.
 struct Dockerd {
+    /// Whether `/run/docker` (dockerd's fixed plugin-discovery dir) was made by this dockerd.
+    made_run_docker: bool,
     child: Option<Child>,
     dir: PathBuf,
     bridge: String,
@@ -33,6 +37,12 @@ struct Dockerd {
 
 impl Dockerd {
     fn start(host: Netns, bridge: &str, dir: &Path) -> Dockerd {
+        let made_run_docker = !Path::new(RUN_DOCKER).exists();
+        std::fs::write(
+            dir.join("daemon.json"),
+            serde_json::json!({"deprecated-key-path": dir.join("key.json")}).to_string(),
+        )
+        .unwrap();
         let log = std::fs::File::create(dir.join("dockerd.log")).unwrap();
         let child = Command::new("nsenter")
             .arg(format!("--net={}", host.path()))
@@ -50,12 +60,17 @@ impl Dockerd {
             .arg("--userland-proxy=true")
             .arg(format!("--userland-proxy-path={FERRY_PROXY}"))
             .arg("--iptables=true")
+            // A private config file: not /etc/docker/daemon.json, and the trust key in our
+            // dir instead of /etc/docker/key.json.
+            .arg("--config-file")
+            .arg(dir.join("daemon.json"))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
             .expect("starting dockerd: install docker.io");
         let mut d = Dockerd {
+            made_run_docker,
             child: Some(child),
             dir: dir.to_path_buf(),
             bridge: bridge.to_string(),
@@ -173,6 +188,10 @@ impl Drop for Dockerd {
         ours.sort_by_key(|m| std::cmp::Reverse(m.len()));
         for m in ours {
             let _ = clients::run("umount", &["-l", m]);
+        }
+        if self.made_run_docker {
+            let _ = std::fs::remove_dir(Path::new(RUN_DOCKER).join("plugins"));
+            let _ = std::fs::remove_dir(RUN_DOCKER);
         }
     }
 }

@@ -22,13 +22,14 @@ use std::time::{Duration, Instant};
 const FERRY_PROXY: &str = concat!(env!("CARGO_BIN_EXE_ferry"), "-proxy");
 /// The client from the docker.io package (the `docker` on PATH may be another one).
 const DOCKER: &str = "/usr/bin/docker";
-/// dockerd always creates `/run/docker/plugins`, whatever its roots.
-const RUN_DOCKER: &str = "/run/docker";
+/// Fixed paths dockerd (plugin discovery) and containerd's shims (`s/` sockets) create
+/// whatever their roots: removed (if empty) when this test's dockerd made them.
+const FIXED_DIRS: [(&str, &str); 2] = [("/run/docker", "plugins"), ("/run/containerd", "s")];
 
 /// dockerd in a private netns; stopped by PID, its chains removed, on drop.
 struct Dockerd {
-    /// Whether `/run/docker` (dockerd's fixed plugin-discovery dir) was made by this dockerd.
-    made_run_docker: bool,
+    /// The `FIXED_DIRS` that did not exist before this dockerd.
+    made_dirs: Vec<(&'static str, &'static str)>,
     child: Option<Child>,
     dir: PathBuf,
     bridge: String,
@@ -37,7 +38,10 @@ struct Dockerd {
 
 impl Dockerd {
     fn start(host: Netns, bridge: &str, dir: &Path) -> Dockerd {
-        let made_run_docker = !Path::new(RUN_DOCKER).exists();
+        let made_dirs = FIXED_DIRS
+            .into_iter()
+            .filter(|(d, _)| !Path::new(d).exists())
+            .collect();
         std::fs::write(
             dir.join("daemon.json"),
             serde_json::json!({"deprecated-key-path": dir.join("key.json")}).to_string(),
@@ -70,7 +74,7 @@ impl Dockerd {
             .spawn()
             .expect("starting dockerd: install docker.io");
         let mut d = Dockerd {
-            made_run_docker,
+            made_dirs,
             child: Some(child),
             dir: dir.to_path_buf(),
             bridge: bridge.to_string(),
@@ -189,9 +193,9 @@ impl Drop for Dockerd {
         for m in ours {
             let _ = clients::run("umount", &["-l", m]);
         }
-        if self.made_run_docker {
-            let _ = std::fs::remove_dir(Path::new(RUN_DOCKER).join("plugins"));
-            let _ = std::fs::remove_dir(RUN_DOCKER);
+        for (dir, sub) in &self.made_dirs {
+            let _ = std::fs::remove_dir(Path::new(dir).join(sub));
+            let _ = std::fs::remove_dir(dir);
         }
     }
 }

@@ -35,7 +35,7 @@ pub fn draw(path: &Path, chart: &Chart) -> Result<(), String> {
     ctx.configure_mesh()
         .x_desc(chart.x_label.as_str())
         .x_label_formatter(&|x| format!("{x:.0}"))
-        .y_desc(chart.y_label.as_str())
+        .y_desc(format!("{} — median, bars p10–p90", chart.y_label))
         .draw()
         .map_err(|e| err(&e))?;
     for (i, (name, pts)) in chart.series.iter().enumerate() {

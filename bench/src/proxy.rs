@@ -425,11 +425,7 @@ pub fn run_ready(ctx: &Ctx, report: &mut Report) -> Result<(), String> {
 }
 
 fn rounds(ctx: &Ctx) -> usize {
-    if ctx.quick {
-        3
-    } else {
-        5
-    }
+    (if ctx.quick { 3 } else { 5 }).min(ctx.reps)
 }
 
 fn seconds(ctx: &Ctx) -> u32 {

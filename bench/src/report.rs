@@ -93,6 +93,7 @@ pub struct Report {
     charts: Vec<Chart>,
     notes: Vec<(String, String)>,
     failures: Vec<String>,
+    errors: usize,
 }
 
 /// Seconds since the bench started, for progress lines.
@@ -171,12 +172,16 @@ impl Report {
 
     /// Note a benchmark that failed (it shows in the report).
     pub fn failed(&mut self, name: &str, err: &str) {
+        if !err.contains(crate::NOT_AVAILABLE) {
+            self.errors += 1;
+        }
         self.failures.push(format!("{name}: {err}"));
     }
 
-    /// Whether any benchmark failed.
-    pub fn has_failures(&self) -> bool {
-        !self.failures.is_empty()
+    /// Whether a benchmark failed for another reason than a missing piece (a piece that is
+    /// not built or not installed is reported as not available, not as a failure).
+    pub fn has_errors(&self) -> bool {
+        self.errors > 0
     }
 
     /// Write report.md and the charts into `out`.
@@ -191,7 +196,28 @@ impl Report {
         let text = self.markdown(header, &chart_errors);
         std::fs::write(out.join("report.md"), &text)
             .map_err(|e| format!("writing report.md: {e}"))?;
+        std::fs::write(out.join("report.json"), self.json(header).to_string())
+            .map_err(|e| format!("writing report.json: {e}"))?;
         Ok(text)
+    }
+
+    /// The same rows for scripts (README updates, comparisons between runs).
+    fn json(&self, header: &str) -> serde_json::Value {
+        let st = |s: &Stats| serde_json::json!({"median": s.median, "p10": s.p10, "p90": s.p90, "n": s.n});
+        let rows: Vec<serde_json::Value> = self
+            .rows
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "section": r.section, "figure": r.figure, "unit": r.unit,
+                    "ferry": r.ferry.as_ref().map(st),
+                    "anchor": r.anchor.as_ref().map(|(n, s)| serde_json::json!({"name": n, "stats": st(s)})),
+                    "kernel_path": r.limit.as_ref().map(st),
+                    "ratio": r.ratio(), "target": r.target, "note": r.note,
+                })
+            })
+            .collect();
+        serde_json::json!({"header": header, "rows": rows, "not_measured": self.failures})
     }
 
     fn markdown(&self, header: &str, chart_errors: &[String]) -> String {

@@ -300,3 +300,67 @@ impl Report {
         s
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exec::stats;
+
+    #[test]
+    fn numbers_keep_significant_digits() {
+        assert_eq!(num(12345.6), "12346");
+        assert_eq!(num(123.45), "123.5");
+        assert_eq!(num(1.234), "1.23");
+        assert_eq!(num(0.01234), "0.012");
+        assert_eq!(num(f64::NAN), "n/a");
+    }
+
+    #[test]
+    fn table_marks_the_wrong_direction_and_missing_pieces() {
+        let mut r = Report::default();
+        r.push(Row::pair(
+            "s",
+            "fast",
+            "ms",
+            Better::Lower,
+            stats(vec![1.0]),
+            ("ref", stats(vec![4.0])),
+            "≤ 0.25",
+        ));
+        r.push(Row::pair(
+            "s",
+            "rate",
+            "x/s",
+            Better::Higher,
+            stats(vec![1.0]),
+            ("ref", stats(vec![2.0])),
+            "",
+        ));
+        let mut missing = Row::pair(
+            "s",
+            "gone",
+            "MiB",
+            Better::Lower,
+            stats(vec![1.0]),
+            ("ref", stats(vec![2.0])),
+            "",
+        );
+        missing.ferry = None;
+        r.push(missing);
+        r.failed("proxy-udp", "x not available (…)");
+        let md = r.markdown("h", &[]);
+        assert!(
+            md.contains("| fast | 1.00 ms | ref | 4.00 ms | 0.250 | ≤ 0.25 |  |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| rate | 1.00 x/s | ref | 2.00 x/s | 0.500 ⚠ |"),
+            "{md}"
+        );
+        assert!(md.contains("| gone | not available | ref |"), "{md}");
+        assert!(md.contains("## Not measured"));
+        assert!(!r.has_errors(), "a missing binary is not an error");
+        r.failed("chain", "bridge ADD failed");
+        assert!(r.has_errors());
+    }
+}

@@ -5,6 +5,7 @@ use firewall::{BackendKind, Family, Protocol};
 use ipnet::IpNet;
 use serde::Deserialize;
 use std::net::IpAddr;
+use std::path::PathBuf;
 
 /// The reference's default mark bit (Kubernetes uses 14 and 15, Calico 20–31).
 pub const DEFAULT_MARK_BIT: i64 = 13;
@@ -45,7 +46,29 @@ struct RawConfig {
     external_set_mark_chain: Option<String>,
     backend: Option<String>,
     check_port_conflicts: Option<bool>,
+    userland_proxy: Option<bool>,
+    proxy_socket: Option<String>,
+    proxy_state_dir: Option<String>,
+    proxy_path: Option<String>,
     runtime_config: Option<RuntimeConfig>,
+}
+
+/// Default API socket of the ferry-proxy daemon (the daemon's own default).
+pub const DEFAULT_PROXY_SOCKET: &str = "/run/ferry/proxy.sock";
+/// Default state directory of the ferry-proxy daemon (the daemon's own default).
+pub const DEFAULT_PROXY_STATE_DIR: &str = "/var/lib/ferry/proxy";
+
+/// Where the ferry-proxy daemon of the `userlandProxy` mode lives and how to start it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxySettings {
+    /// The daemon's API socket (`proxySocket`).
+    pub socket: PathBuf,
+    /// The daemon's state directory (`proxyStateDir`); also holds the start lock, the pid
+    /// file and the log of a daemon portmap started.
+    pub state_dir: PathBuf,
+    /// The `ferry-proxy` binary (`proxyPath`); `None` searches next to portmap, then
+    /// `/usr/local/bin`, then `PATH`.
+    pub binary: Option<PathBuf>,
 }
 
 /// A validated port mapping.
@@ -97,6 +120,10 @@ pub struct PortMapConfig {
     pub check_port_conflicts: bool,
     /// The mappings.
     pub mappings: Vec<Mapping>,
+    /// `"userlandProxy": true`: Docker's model. Loopback destinations are not DNATed (no
+    /// `route_localnet`); the ferry-proxy daemon holds every mapped host port and serves
+    /// loopback and host-IPv6 → IPv4-only containers. `None` = off (the reference's model).
+    pub userland_proxy: Option<ProxySettings>,
 }
 
 impl PortMapConfig {
@@ -146,6 +173,12 @@ impl PortMapConfig {
             backend,
             check_port_conflicts: raw.check_port_conflicts.unwrap_or(true),
             mappings,
+            userland_proxy: proxy_settings(
+                raw.userland_proxy,
+                raw.proxy_socket,
+                raw.proxy_state_dir,
+                raw.proxy_path,
+            )?,
         })
     }
 
@@ -156,6 +189,36 @@ impl PortMapConfig {
             Family::V6 => &self.conditions_v6,
         }
     }
+}
+
+fn proxy_settings(
+    on: Option<bool>,
+    socket: Option<String>,
+    state_dir: Option<String>,
+    binary: Option<String>,
+) -> Result<Option<ProxySettings>> {
+    if on != Some(true) {
+        return Ok(None);
+    }
+    let absolute = |key: &str, value: Option<String>, default: &str| -> Result<PathBuf> {
+        let path = PathBuf::from(value.filter(|v| !v.is_empty()).unwrap_or(default.into()));
+        if !path.is_absolute() {
+            return Err(Error::invalid_config(format!(
+                "{key} must be an absolute path, got {:?}",
+                path.display()
+            )));
+        }
+        Ok(path)
+    };
+    let binary = match binary.filter(|b| !b.is_empty()) {
+        Some(b) => Some(absolute("proxyPath", Some(b), "")?),
+        None => None,
+    };
+    Ok(Some(ProxySettings {
+        socket: absolute("proxySocket", socket, DEFAULT_PROXY_SOCKET)?,
+        state_dir: absolute("proxyStateDir", state_dir, DEFAULT_PROXY_STATE_DIR)?,
+        binary,
+    }))
 }
 
 fn port(value: i64, which: &str) -> Result<u16> {
@@ -260,6 +323,27 @@ mod tests {
         assert_eq!(
             validate_entry(&entry(80, 80, "UDP", "")).unwrap().protocol,
             Protocol::Udp
+        );
+    }
+
+    #[test]
+    fn userland_proxy_keys_have_defaults_and_must_be_absolute() {
+        assert_eq!(proxy_settings(None, None, None, None).unwrap(), None);
+        assert_eq!(proxy_settings(Some(false), None, None, None).unwrap(), None);
+        let s = proxy_settings(Some(true), None, None, None)
+            .unwrap()
+            .unwrap();
+        assert_eq!(s.socket, PathBuf::from(DEFAULT_PROXY_SOCKET));
+        assert_eq!(s.state_dir, PathBuf::from(DEFAULT_PROXY_STATE_DIR));
+        assert_eq!(s.binary, None);
+        let e = proxy_settings(Some(true), Some("rel.sock".into()), None, None).unwrap_err();
+        assert_eq!(e.code, 7);
+        assert!(e.msg.contains("proxySocket"), "{}", e.msg);
+        assert_eq!(
+            proxy_settings(Some(true), None, None, Some("bin/x".into()))
+                .unwrap_err()
+                .code,
+            7
         );
     }
 

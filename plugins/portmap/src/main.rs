@@ -11,6 +11,7 @@ mod plugin;
 mod rules;
 mod sockets;
 mod state;
+mod userland;
 
 fn main() {
     cni::skel::run(

@@ -3,6 +3,7 @@
 use crate::config::{container_addresses, not_chained, Mapping, PortMapConfig};
 use crate::rules::{dnat_chain_name, FamilyAttachment};
 use crate::state::{Claim, Owner, ProtocolName, State};
+use crate::userland::{self, Daemon};
 use crate::{conntrack, host, ipt, nft, sockets};
 use cni::{code, CniResult, Error, Request, Result};
 use firewall::{BackendKind, Family};
@@ -100,7 +101,14 @@ fn describe(c: &Claim) -> String {
 }
 
 /// Refuses claims already held by another attachment's live rules or by a host socket.
-fn check_conflicts(state: &State, my_chain: &str, wanted: &[Claim]) -> Result<()> {
+/// `daemon_holds_sockets`: the proxy daemon has already bound the TCP/UDP ports (and so
+/// checked for host processes); its own sockets must not count as a conflict.
+fn check_conflicts(
+    state: &State,
+    my_chain: &str,
+    wanted: &[Claim],
+    daemon_holds_sockets: bool,
+) -> Result<()> {
     for w in wanted {
         for (held, owner) in state.overlapping(w) {
             if owner.chain == my_chain {
@@ -121,6 +129,9 @@ fn check_conflicts(state: &State, my_chain: &str, wanted: &[Claim]) -> Result<()
                     owner.network
                 ),
             ));
+        }
+        if daemon_holds_sockets && w.protocol != ProtocolName::Sctp {
+            continue;
         }
         if let Some((sock, holder)) = sockets::find_holder(w) {
             let who = match holder {
@@ -317,6 +328,86 @@ fn remove(state: &State, conf: &PortMapConfig, network: &str, container_id: &str
     state.forget(&chain)
 }
 
+/// Installs the kernel side of an ADD (conflict check, rules, index record, conntrack).
+fn install(
+    conf: &PortMapConfig,
+    id: &str,
+    atts: &[FamilyAttachment],
+    daemon_holds_sockets: bool,
+) -> Result<()> {
+    if atts.is_empty() {
+        return Ok(());
+    }
+    let chain = dnat_chain_name(&conf.network, id);
+    let state = State::open()?;
+    if state.owner(&chain).is_some() {
+        // A repeated ADD: start from a clean slate rather than doubling rules.
+        remove(&state, conf, &conf.network, id)?;
+    }
+    let claims: Vec<Claim> = atts.iter().flat_map(claims_of).collect();
+    if conf.check_port_conflicts {
+        if !state.imported() {
+            import_foreign(&state)?;
+            state.mark_imported()?;
+        }
+        check_conflicts(&state, &chain, &claims, daemon_holds_sockets)?;
+    }
+    let mut done: Vec<Family> = Vec::new();
+    for att in atts {
+        let marker = layout_marker(conf, att.family);
+        let recent = state.verified_recently(&marker, SHARED_LAYOUT_RECHECK);
+        let installed = match conf.backend {
+            BackendKind::Iptables => ipt::add(att, !recent),
+            BackendKind::Nftables => nft::add(att, recent),
+        }
+        .and_then(|()| {
+            if recent {
+                Ok(())
+            } else {
+                state.mark_verified(&marker)
+            }
+        });
+        if let Err(e) = installed {
+            for f in done {
+                let _ = teardown(conf.backend, f, &conf.network, id, conf.conditions(f));
+            }
+            let _ = teardown(
+                conf.backend,
+                att.family,
+                &conf.network,
+                id,
+                conf.conditions(att.family),
+            );
+            return Err(e.context(format!("container {id}")));
+        }
+        done.push(att.family);
+    }
+    state.record(&Owner {
+        chain: chain.clone(),
+        network: conf.network.clone(),
+        container_id: id.to_string(),
+        backend: conf.backend.as_str().to_string(),
+        families: done.iter().map(|f| fam_num(*f)).collect(),
+        foreign: false,
+        claims,
+    })?;
+    for att in atts {
+        // Not with the userland proxy: loopback is the daemon's, not the kernel's.
+        if let (true, None, IpNet::V4(v4)) = (conf.snat, &conf.userland_proxy, att.container) {
+            host::enable_route_localnet(v4.addr())?;
+        }
+        // After the rules are in place, so new datagrams take them.
+        flush_udp(
+            att.family,
+            att.mappings()
+                .iter()
+                .filter(|m| m.protocol == firewall::Protocol::Udp)
+                .map(|m| m.host_port),
+        );
+    }
+    Ok(())
+}
+
 impl cni::Plugin for Portmap {
     fn add(&self, req: &Request) -> Result<CniResult> {
         let conf = PortMapConfig::from_netconf(&req.conf)
@@ -328,83 +419,44 @@ impl cni::Plugin for Portmap {
         let id = req.env.container_id.as_str();
         let addrs = container_addresses(&prev, &req.env.ifname);
         let atts = attachments(&conf, id, &addrs);
-        if atts.is_empty() {
+        let proxy = conf.userland_proxy.as_ref().map(|settings| {
+            (
+                Daemon::new(settings),
+                userland::owner(&conf.network, id),
+                userland::specs(&conf, id, &addrs, userland::host_has_ipv6()),
+            )
+        });
+        let proxied = proxy
+            .as_ref()
+            .is_some_and(|(_, _, specs)| !specs.is_empty());
+        if atts.is_empty() && !proxied {
             return Ok(prev);
         }
-        let chain = dnat_chain_name(&conf.network, id);
-        let state = State::open()?;
-        if state.owner(&chain).is_some() {
-            // A repeated ADD: start from a clean slate rather than doubling rules.
-            remove(&state, &conf, &conf.network, id)?;
+        // Reservation first: a port someone else holds fails the ADD before any rule exists.
+        if let Some((daemon, owner, specs)) = proxy.as_ref().filter(|_| proxied) {
+            daemon
+                .reserve(owner, specs)
+                .map_err(|e| e.context(format!("container {id}")))?;
         }
-        let claims: Vec<Claim> = atts.iter().flat_map(claims_of).collect();
-        if conf.check_port_conflicts {
-            if !state.imported() {
-                import_foreign(&state)?;
-                state.mark_imported()?;
+        let installed = install(&conf, id, &atts, proxied);
+        if installed.is_err() {
+            if let Some((daemon, owner, _)) = proxy.as_ref().filter(|_| proxied) {
+                let _ = daemon.release(owner);
             }
-            check_conflicts(&state, &chain, &claims)?;
         }
-        let mut done: Vec<Family> = Vec::new();
-        for att in &atts {
-            let marker = layout_marker(&conf, att.family);
-            let recent = state.verified_recently(&marker, SHARED_LAYOUT_RECHECK);
-            let installed = match conf.backend {
-                BackendKind::Iptables => ipt::add(att, !recent),
-                BackendKind::Nftables => nft::add(att, recent),
-            }
-            .and_then(|()| {
-                if recent {
-                    Ok(())
-                } else {
-                    state.mark_verified(&marker)
-                }
-            });
-            if let Err(e) = installed {
-                for f in done {
-                    let _ = teardown(conf.backend, f, &conf.network, id, conf.conditions(f));
-                }
-                let _ = teardown(
-                    conf.backend,
-                    att.family,
-                    &conf.network,
-                    id,
-                    conf.conditions(att.family),
-                );
-                return Err(e.context(format!("container {id}")));
-            }
-            done.push(att.family);
-        }
-        state.record(&Owner {
-            chain: chain.clone(),
-            network: conf.network.clone(),
-            container_id: id.to_string(),
-            backend: conf.backend.as_str().to_string(),
-            families: done.iter().map(|f| fam_num(*f)).collect(),
-            foreign: false,
-            claims,
-        })?;
-        for att in &atts {
-            if let (true, IpNet::V4(v4)) = (conf.snat, att.container) {
-                host::enable_route_localnet(v4.addr())?;
-            }
-            // After the rules are in place, so new datagrams take them.
-            flush_udp(
-                att.family,
-                att.mappings()
-                    .iter()
-                    .filter(|m| m.protocol == firewall::Protocol::Udp)
-                    .map(|m| m.host_port),
-            );
-        }
-        Ok(prev)
+        installed.map(|()| prev)
     }
 
     fn del(&self, req: &Request) -> Result<()> {
         let conf = PortMapConfig::from_netconf(&req.conf)
             .map_err(|e| e.context("failed to parse config"))?;
         let state = State::open()?;
-        remove(&state, &conf, &conf.network, &req.env.container_id)
+        let removed = remove(&state, &conf, &conf.network, &req.env.container_id);
+        if let Some(settings) = &conf.userland_proxy {
+            Daemon::new(settings)
+                .release(&userland::owner(&conf.network, &req.env.container_id))?;
+        }
+        removed
     }
 
     fn check(&self, req: &Request) -> Result<()> {
@@ -420,6 +472,11 @@ impl cni::Plugin for Portmap {
                 BackendKind::Iptables => ipt::check(&att)?,
                 BackendKind::Nftables => nft::check(&att)?,
             }
+        }
+        if let Some(settings) = &conf.userland_proxy {
+            let id = req.env.container_id.as_str();
+            let specs = userland::specs(&conf, id, &addrs, userland::host_has_ipv6());
+            Daemon::new(settings).verify(&userland::owner(&conf.network, id), &specs)?;
         }
         Ok(())
     }
@@ -437,6 +494,9 @@ impl cni::Plugin for Portmap {
                     format!("{tool} is not installed: install it or set \"backend\" to the other firewall"),
                 ));
             }
+        }
+        if let Some(settings) = &conf.userland_proxy {
+            Daemon::new(settings).available()?;
         }
         Ok(())
     }
@@ -464,6 +524,11 @@ impl cni::Plugin for Portmap {
             }
         }
         let mut errors = Vec::new();
+        if let Some(settings) = &conf.userland_proxy {
+            if let Err(e) = Daemon::new(settings).release_stale(&conf.network, &valid) {
+                errors.push(format!("proxy daemon: {}", e.msg));
+            }
+        }
         for id in stale {
             if let Err(e) = remove(&state, &conf, &conf.network, &id) {
                 errors.push(format!("container {id}: {}", e.msg));

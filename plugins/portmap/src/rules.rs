@@ -99,12 +99,16 @@ pub struct FamilyAttachment<'a> {
 
 impl FamilyAttachment<'_> {
     /// The mappings that apply in this family (a `hostIP` of the other family is skipped).
+    /// With `userlandProxy` a mapping limited to a loopback address has no kernel rules:
+    /// the proxy daemon alone serves it.
     pub fn mappings(&self) -> Vec<Mapping> {
+        let userland = self.conf.userland_proxy.is_some();
         self.conf
             .mappings
             .iter()
             .copied()
             .filter(|m| m.applies_to(self.family))
+            .filter(|m| !(userland && m.destination().is_some_and(|d| d.is_loopback())))
             .collect()
     }
 
@@ -175,7 +179,8 @@ impl FamilyAttachment<'_> {
                     });
                 }
                 rules.push(Rule::new(hairpin, mark.clone()));
-                if self.family == Family::V4 && !self.conf.masq_all {
+                let userland = self.conf.userland_proxy.is_some();
+                if self.family == Family::V4 && !self.conf.masq_all && !userland {
                     let mut local = base.clone();
                     local.push(Match::Source {
                         net: "127.0.0.1/32".parse().expect("literal"),
@@ -185,6 +190,14 @@ impl FamilyAttachment<'_> {
                 }
             }
             let mut dnat = base;
+            if self.conf.userland_proxy.is_some() {
+                // Docker's model: loopback is the proxy daemon's (the kernel cannot NAT ::1,
+                // and 127.0.0.1 would need route_localnet).
+                dnat.push(Match::Destination {
+                    net: loopback_net(self.family),
+                    negate: true,
+                });
+            }
             if let Some(c) = comment(&m) {
                 dnat.push(Match::Comment(c));
             }
@@ -211,6 +224,16 @@ impl FamilyAttachment<'_> {
             }
         }
         out
+    }
+}
+
+/// The loopback network of a family: `127.0.0.0/8` or `::1/128`.
+pub fn loopback_net(family: Family) -> IpNet {
+    match family {
+        Family::V4 => {
+            IpNet::from(ipnet::Ipv4Net::new(std::net::Ipv4Addr::LOCALHOST, 8).expect("/8"))
+        }
+        Family::V6 => IpNet::from(std::net::IpAddr::V6(std::net::Ipv6Addr::LOCALHOST)),
     }
 }
 
@@ -360,6 +383,7 @@ mod tests {
             conditions_v6: vec![],
             backend: BackendKind::Iptables,
             check_port_conflicts: true,
+            userland_proxy: None,
             mappings: entries
                 .iter()
                 .map(|(h, c, p, ip)| {
@@ -450,6 +474,56 @@ mod tests {
             a.nft_elements(),
             vec![(NFT_ANY_MAP, format!("tcp . 8080 : jump {chain}"))]
         );
+    }
+
+    #[test]
+    fn userland_proxy_rules_leave_loopback_alone() {
+        let mut c = conf(
+            true,
+            &[
+                (18080, 80, "tcp", ""),
+                (18081, 81, "tcp", "127.0.0.1"),
+                (18082, 82, "tcp", "::1"),
+            ],
+        );
+        c.userland_proxy = Some(crate::config::ProxySettings {
+            socket: "/s".into(),
+            state_dir: "/d".into(),
+            binary: None,
+        });
+        let a = FamilyAttachment {
+            conf: &c,
+            container_id: "c1",
+            family: Family::V4,
+            container: "10.213.176.5/24".parse().unwrap(),
+        };
+        let text: Vec<String> = a
+            .iptables_entry_rules()
+            .iter()
+            .chain(a.iptables_chain_rules().iter())
+            .map(|r| rule_args(r).join(" "))
+            .collect();
+        let chain = a.chain();
+        assert_eq!(
+            text,
+            [
+                format!("-p tcp -m comment --comment dnat name: \"podman\" id: \"c1\" -m multiport --dports 18080 -j {chain}"),
+                "-s 10.213.176.0/24 -p tcp -m tcp --dport 18080 -j CNI-HOSTPORT-SETMARK".to_string(),
+                "! -d 127.0.0.0/8 -p tcp -m tcp --dport 18080 -j DNAT --to-destination 10.213.176.5:80".to_string(),
+            ]
+        );
+        let a6 = FamilyAttachment {
+            family: Family::V6,
+            container: "fd00:213:176::5/64".parse().unwrap(),
+            ..a
+        };
+        let text: Vec<String> = a6
+            .nft_chain_rules()
+            .iter()
+            .map(|r| nftables::rule_expr(Family::V6, r))
+            .collect();
+        assert_eq!(text.len(), 2, "{text:?}");
+        assert!(text[1].contains("ip6 daddr != ::1"), "{text:?}");
     }
 
     #[test]

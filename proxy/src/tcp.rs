@@ -344,8 +344,21 @@ fn splice_fds(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
     }
 }
 
-/// socket → pipe → socket. The pipe is always drained completely before the next fill, so
-/// a fill never blocks on a full pipe and EAGAIN from a fill always means "socket empty".
+/// Busy directions give the runtime back after this many rounds without waiting.
+#[cfg(target_os = "linux")]
+const YIELD_EVERY: u32 = 64;
+
+/// socket → pipe → socket, pipelined: while the destination accepts data, fills and
+/// drains alternate, so the pipe acts as a buffer between the two sockets instead of moving
+/// one batch at a time.
+///
+/// Readiness rules (tokio's readiness is edge-triggered and cleared by a WouldBlock seen
+/// through `try_io`): a fill is only done through `try_io` — and the source only awaited —
+/// when the pipe is empty, because only then does EAGAIN certainly mean "socket empty"
+/// (with data in the pipe it may mean "pipe full", and clearing the source's readiness then
+/// could stall the connection). Fills into a non-empty pipe are raw syscalls that leave
+/// readiness alone. The destination is awaited only after a drain of a non-empty pipe hit
+/// EAGAIN, which always means "socket full".
 #[cfg(target_os = "linux")]
 async fn splice_until_eof(
     src: &TcpStream,
@@ -353,24 +366,66 @@ async fn splice_until_eof(
     pipe: &Pipe,
     counter: &AtomicU64,
 ) -> io::Result<()> {
+    let (src_fd, dst_fd) = (src.as_raw_fd(), dst.as_raw_fd());
+    let (pipe_r, pipe_w) = (pipe.read.as_raw_fd(), pipe.write.as_raw_fd());
+    let mut in_pipe = 0usize;
+    let mut eof = false;
+    let mut until_yield = YIELD_EVERY;
     loop {
-        let n = src
-            .async_io(Interest::READABLE, || {
-                splice_fds(src.as_raw_fd(), pipe.write.as_raw_fd(), pipe.capacity)
-            })
-            .await?;
-        if n == 0 {
+        let mut progressed = false;
+        if !eof && in_pipe < pipe.capacity {
+            let room = pipe.capacity - in_pipe;
+            let filled = if in_pipe == 0 {
+                src.try_io(Interest::READABLE, || splice_fds(src_fd, pipe_w, room))
+            } else {
+                splice_fds(src_fd, pipe_w, room)
+            };
+            match filled {
+                Ok(0) => {
+                    eof = true;
+                    progressed = true;
+                }
+                Ok(n) => {
+                    in_pipe += n;
+                    progressed = true;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let mut dst_full = false;
+        if in_pipe > 0 {
+            match dst.try_io(Interest::WRITABLE, || splice_fds(pipe_r, dst_fd, in_pipe)) {
+                Ok(n) => {
+                    in_pipe -= n;
+                    MappingStats::add(counter, n as u64);
+                    progressed = n > 0 || progressed;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => dst_full = true,
+                Err(e) => return Err(e),
+            }
+        }
+        if eof && in_pipe == 0 {
             shutdown_write(dst);
             return Ok(());
         }
-        let mut left = n;
-        while left > 0 {
-            left -= dst
-                .async_io(Interest::WRITABLE, || {
-                    splice_fds(pipe.read.as_raw_fd(), dst.as_raw_fd(), left)
-                })
-                .await?;
+        if progressed {
+            // Let other connections run now and then on a busy runtime.
+            until_yield -= 1;
+            if until_yield == 0 {
+                until_yield = YIELD_EVERY;
+                tokio::task::yield_now().await;
+            }
+            continue;
         }
-        MappingStats::add(counter, n as u64);
+        if in_pipe == 0 {
+            src.readable().await?;
+        } else if dst_full {
+            dst.writable().await?;
+        } else {
+            // Data in the pipe, destination not known to be full, nothing moved: its
+            // readiness is not known yet (fresh socket); wait for it.
+            dst.writable().await?;
+        }
     }
 }

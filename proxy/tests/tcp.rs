@@ -405,3 +405,23 @@ fn ipv6_host_address_forwards_to_ipv4_backend_in_a_namespace() {
     );
     assert_eq!(echo_round_trip(proxy.addr, b"hello").unwrap(), b"hello");
 }
+
+#[test]
+fn late_reading_backend_gets_every_byte_under_backpressure() {
+    require_root();
+    const TOTAL: u64 = 48 << 20;
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let backend = l.local_addr().unwrap();
+    let block = pattern_block();
+    let b2 = block.clone();
+    let server = std::thread::spawn(move || {
+        let (c, _) = l.accept().unwrap();
+        // Let every buffer on the way fill up before reading anything.
+        std::thread::sleep(Duration::from_millis(300));
+        check_pattern(c, b2)
+    });
+    let proxy = start_proxy(loopback(PORTS.take()), backend, TcpOptions::default());
+    let client = TcpStream::connect(proxy.addr).unwrap();
+    send_pattern(client, block, TOTAL);
+    assert_eq!(server.join().unwrap(), TOTAL);
+}

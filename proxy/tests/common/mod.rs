@@ -188,10 +188,17 @@ pub fn spawn_proxy(args: &[&str], listen_fd: Option<OwnedFd>, nofile: Option<u64
     // SAFETY: only async-signal-safe calls (dup2, setrlimit) between fork and exec.
     unsafe {
         cmd.pre_exec(move || {
-            if libc::dup2(write_raw, 3) < 0 {
+            // Move both out of the way first: either may itself be numbered 3 or 4, and a
+            // dup2 onto it would destroy the other.
+            let status = libc::fcntl(write_raw, libc::F_DUPFD_CLOEXEC, 100);
+            let listen = listen_raw.map(|fd| libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 100));
+            if status < 0 || listen.is_some_and(|fd| fd < 0) {
                 return Err(std::io::Error::last_os_error());
             }
-            if let Some(fd) = listen_raw {
+            if libc::dup2(status, 3) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if let Some(fd) = listen {
                 if libc::dup2(fd, 4) < 0 {
                     return Err(std::io::Error::last_os_error());
                 }

@@ -110,7 +110,10 @@ pub async fn handle(req: Request<Incoming>, registry: &Registry) -> Response<Ful
         }
         (&Method::DELETE, ["v1", "mappings"]) => match owner {
             Some(owner) if !owner.is_empty() => match registry.remove_owner(&owner) {
-                Ok(n) => json_response(StatusCode::OK, json!({"deleted": n})),
+                Ok((n, closing)) => {
+                    closing.finish().await;
+                    json_response(StatusCode::OK, json!({"deleted": n}))
+                }
                 Err(e) => error_response(&e),
             },
             _ => error_json(
@@ -123,10 +126,13 @@ pub async fn handle(req: Request<Incoming>, registry: &Registry) -> Response<Ful
             Err(e) => error_response(&e),
         },
         (&Method::DELETE, ["v1", "mappings", id]) => match registry.remove(id) {
-            Ok(()) => Response::builder()
-                .status(StatusCode::NO_CONTENT)
-                .body(Full::new(Bytes::new()))
-                .unwrap_or_default(),
+            Ok(closing) => {
+                closing.finish().await;
+                Response::builder()
+                    .status(StatusCode::NO_CONTENT)
+                    .body(Full::new(Bytes::new()))
+                    .unwrap_or_default()
+            }
             Err(e) => error_response(&e),
         },
         (_, ["v1", "mappings", ..]) | (_, ["metrics"]) | (_, ["v1", "health"]) => {

@@ -430,8 +430,10 @@ impl Registry {
         Ok(map.len())
     }
 
-    /// Removes one mapping, closing its sockets and connections.
-    pub fn remove(&self, id: &str) -> Result<()> {
+    /// Removes one mapping, closing its connections. Returns the listener tasks, already
+    /// aborted: await them (see [`Closing::finish`]) before answering, so the host port is
+    /// free when the caller hears back.
+    pub fn remove(&self, id: &str) -> Result<Closing> {
         let mut map = self.lock();
         let removed = map
             .remove(id)
@@ -440,11 +442,11 @@ impl Registry {
             map.insert(id.to_string(), removed);
             return Err(e);
         }
-        Ok(())
+        Ok(Closing::of(vec![removed]))
     }
 
-    /// Removes every mapping of `owner`; returns how many.
-    pub fn remove_owner(&self, owner: &str) -> Result<usize> {
+    /// Removes every mapping of `owner`; returns how many, and their closing listeners.
+    pub fn remove_owner(&self, owner: &str) -> Result<(usize, Closing)> {
         let mut map = self.lock();
         let ids: Vec<String> = map
             .values()
@@ -463,7 +465,7 @@ impl Registry {
             }
             return Err(e);
         }
-        Ok(ids.len())
+        Ok((ids.len(), Closing::of(removed)))
     }
 
     /// Mappings, optionally only `owner`'s, ordered by id.
@@ -517,6 +519,31 @@ impl Registry {
             .values()
             .map(|m| MappingStats::get(&m.stats.active_connections))
             .sum()
+    }
+}
+
+/// Listener tasks of removed mappings, aborted but maybe not yet dropped.
+pub struct Closing(Vec<JoinHandle<()>>);
+
+impl Closing {
+    fn of(mappings: Vec<ActiveMapping>) -> Closing {
+        let mut tasks = Vec::new();
+        for mut m in mappings {
+            for task in m.listeners.drain(..) {
+                task.abort();
+                tasks.push(task);
+            }
+            // Dropping the mapping signals its connections to close.
+        }
+        Closing(tasks)
+    }
+
+    /// Waits until every listener socket is closed (an aborted task's future is dropped
+    /// before its JoinHandle resolves), so the ports can be bound again at once.
+    pub async fn finish(self) {
+        for task in self.0 {
+            let _ = task.await;
+        }
     }
 }
 

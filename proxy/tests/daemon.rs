@@ -129,8 +129,13 @@ fn add_list_forward_delete_through_the_client() {
         !c.delete(&status.spec.id).unwrap(),
         "second delete reports already gone"
     );
+    // DELETE answers only once the port is closed: connecting fails, re-adding succeeds.
     assert!(TcpStream::connect(addr("127.0.0.1", port)).is_err());
     assert!(c.list().unwrap().is_empty());
+    c.add(&tcp_spec("ctr1-again", "127.0.0.1", port, backend))
+        .unwrap();
+    assert_eq!(c.delete_owner("ctr1-again").unwrap(), 1);
+    assert!(TcpStream::connect(addr("127.0.0.1", port)).is_err());
 }
 
 #[test]

@@ -131,15 +131,23 @@ impl Netns {
     }
     /// The namespace's `SO_NETNS_COOKIE` (names portmap's index directory).
     pub fn cookie(&self) -> u64 {
+        self.try_cookie().expect("reading the netns cookie")
+    }
+    /// [`Netns::cookie`], None when it cannot be read (never panics: used in `drop`).
+    pub fn try_cookie(&self) -> Option<u64> {
         let path = self.path();
         std::thread::spawn(move || {
-            let f = std::fs::File::open(&path).unwrap();
+            let f = std::fs::File::open(&path).ok()?;
             // SAFETY: setns/socket/getsockopt on valid fds, in a thread that exits afterwards
             // (so no other code ever runs in the switched namespace).
             unsafe {
-                assert_eq!(libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET), 0);
+                if libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) != 0 {
+                    return None;
+                }
                 let s = libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0);
-                assert!(s >= 0);
+                if s < 0 {
+                    return None;
+                }
                 let mut cookie: u64 = 0;
                 let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
                 let r = libc::getsockopt(
@@ -150,12 +158,12 @@ impl Netns {
                     &mut len,
                 );
                 libc::close(s);
-                assert_eq!(r, 0, "SO_NETNS_COOKIE");
-                cookie
+                (r == 0).then_some(cookie)
             }
         })
         .join()
-        .unwrap()
+        .ok()
+        .flatten()
     }
     /// portmap's index directory for this namespace.
     pub fn portmap_index(&self) -> PathBuf {
@@ -165,6 +173,10 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
+        // portmap's index of this namespace would outlive it (tmpfs, keyed by the cookie).
+        if let Some(c) = self.try_cookie() {
+            let _ = std::fs::remove_dir_all(format!("/run/ferry/portmap/ns-{c}"));
+        }
         let _ = ip(&["netns", "del", &self.name]);
     }
 }

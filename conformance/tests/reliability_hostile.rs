@@ -557,6 +557,27 @@ fn symlinks_planted_in_the_result_cache_are_never_followed_for_writing() {
         );
     }
     let _ = std::fs::remove_dir_all(host.portmap_index());
+    // The runtime's lock files: a symlink planted there must not create its target.
+    let locks = cache.join("ferry-locks");
+    std::fs::create_dir_all(&locks).unwrap();
+    let created = dir.path().join("created-through-a-lock-symlink");
+    let _ = std::fs::remove_file(locks.join("global"));
+    std::os::unix::fs::symlink(&created, locks.join("global")).unwrap();
+    let o = run_ferry("add", false);
+    let o2 = run_ferry("del", false);
+    if created.exists() {
+        bad.push(format!(
+            "ferry followed a symlink planted at {}: it created {} (add ok: {}, del ok: {})",
+            locks.join("global").display(),
+            created.display(),
+            o.status.success(),
+            o2.status.success()
+        ));
+    }
+    for f in files_below(&cache.join("results")) {
+        let _ = std::fs::remove_file(f);
+    }
+    let _ = run_ferry("del", false);
     assert!(bad.is_empty(), "{}", bad.join("\n"));
 }
 

@@ -35,6 +35,9 @@ pub const PID_FILE: &str = "daemon.pid";
 pub const LOG_FILE: &str = "daemon.log";
 /// How long portmap waits for a daemon it started to answer.
 pub const START_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long DEL waits for the daemon to close the sockets of deleted mappings (it answers
+/// before its listener tasks have dropped them).
+pub const RELEASE_WAIT: Duration = Duration::from_millis(500);
 /// The daemon's limit on owner length.
 const MAX_OWNER: usize = 256;
 
@@ -458,14 +461,23 @@ impl<'a> Daemon<'a> {
         Ok(())
     }
 
-    /// DEL: removes `owner`'s mappings (idempotent; never starts the daemon).
+    /// DEL: removes `owner`'s mappings (idempotent; never starts the daemon). Returns once
+    /// their host sockets are closed, so the port can be bound again right away.
     pub fn release(&self, owner: &str) -> Result<()> {
         if self.answers() {
-            return self
-                .client()
+            let client = self.client();
+            let held = client
+                .list_owner(owner)
+                .map_err(|e| proxy_error("listing the proxy mappings", e))?;
+            if held.is_empty() {
+                return Ok(());
+            }
+            client
                 .delete_owner(owner)
-                .map(|_| ())
-                .map_err(|e| proxy_error("removing the proxy mappings", e));
+                .map_err(|e| proxy_error("removing the proxy mappings", e))?;
+            let specs: Vec<MappingSpec> = held.into_iter().map(|h| h.spec).collect();
+            wait_closed(&specs, RELEASE_WAIT);
+            return Ok(());
         }
         self.release_where(|o| o == owner)
     }
@@ -529,6 +541,89 @@ impl<'a> Daemon<'a> {
             .map(|_| ())
             .map_err(|e| Error::new(code::STATUS_UNAVAILABLE, e.msg))
     }
+}
+
+/// Waits (bounded) until every host socket of `specs` could be bound again. The probe binds
+/// without listening, so no connection can ever land on it.
+fn wait_closed(specs: &[MappingSpec], limit: Duration) {
+    let deadline = Instant::now() + limit;
+    for spec in specs {
+        while !can_bind(spec) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+}
+
+/// Whether `spec`'s host address and port can be bound (SO_REUSEADDR, V6ONLY for IPv6, as
+/// the daemon binds).
+fn can_bind(spec: &MappingSpec) -> bool {
+    let kind = match spec.proto {
+        Proto::Tcp => libc::SOCK_STREAM,
+        Proto::Udp => libc::SOCK_DGRAM,
+    };
+    let one: libc::c_int = 1;
+    let int_len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: plain socket calls on an fd owned here and closed before returning; the
+    // sockaddr structs are zero-initialised and fully sized.
+    unsafe {
+        let (domain, rc_addr) = match spec.host_ip {
+            IpAddr::V4(ip) => (libc::AF_INET, {
+                let mut sa: libc::sockaddr_in = std::mem::zeroed();
+                sa.sin_family = libc::AF_INET as libc::sa_family_t;
+                sa.sin_port = spec.host_port.to_be();
+                sa.sin_addr.s_addr = u32::from(ip).to_be();
+                SockAddr::V4(sa)
+            }),
+            IpAddr::V6(ip) => (libc::AF_INET6, {
+                let mut sa: libc::sockaddr_in6 = std::mem::zeroed();
+                sa.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+                sa.sin6_port = spec.host_port.to_be();
+                sa.sin6_addr.s6_addr = ip.octets();
+                SockAddr::V6(sa)
+            }),
+        };
+        let fd = libc::socket(domain, kind | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return true;
+        }
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_REUSEADDR,
+            (&one as *const libc::c_int).cast(),
+            int_len,
+        );
+        let rc = match &rc_addr {
+            SockAddr::V4(sa) => libc::bind(
+                fd,
+                (sa as *const libc::sockaddr_in).cast(),
+                std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+            ),
+            SockAddr::V6(sa) => {
+                libc::setsockopt(
+                    fd,
+                    libc::IPPROTO_IPV6,
+                    libc::IPV6_V6ONLY,
+                    (&one as *const libc::c_int).cast(),
+                    int_len,
+                );
+                libc::bind(
+                    fd,
+                    (sa as *const libc::sockaddr_in6).cast(),
+                    std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t,
+                )
+            }
+        };
+        let in_use =
+            rc != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EADDRINUSE);
+        libc::close(fd);
+        !in_use
+    }
+}
+
+enum SockAddr {
+    V4(libc::sockaddr_in),
+    V6(libc::sockaddr_in6),
 }
 
 fn is_executable(path: &Path) -> bool {
@@ -649,6 +744,18 @@ mod tests {
             specs(&c, "c1", &addrs, true)[0].id,
             specs(&c, "c2", &addrs, true)[0].id
         );
+    }
+
+    #[test]
+    fn bind_probe_sees_listeners_and_never_listens() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let c = conf(&[(i64::from(port), 80, "tcp", "127.0.0.1")]);
+        let spec = specs(&c, "c1", &["10.213.176.2/24".parse().unwrap()], false).remove(0);
+        assert!(!can_bind(&spec));
+        drop(listener);
+        assert!(can_bind(&spec));
+        wait_closed(std::slice::from_ref(&spec), Duration::from_millis(10));
     }
 
     #[test]

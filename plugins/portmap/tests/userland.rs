@@ -507,7 +507,8 @@ fn serves_loopback_outside_and_hairpin(backend: &str) {
     let err = t.run("CHECK", "c1", &c).expect_err("CHECK without [::]");
     assert!(msg_of(&err).contains("does not hold"), "{err}");
     t.run("ADD", "c1", &c).expect("repeated ADD");
-    t.run("CHECK", "c1", &c).expect("CHECK after the repeated ADD");
+    t.run("CHECK", "c1", &c)
+        .expect("CHECK after the repeated ADD");
     t.expect_reply(&host, &format!("TCP6:[::1]:{PORT}"), hello);
 
     // A second container asking for the same port: refused, naming the first; nothing of it

@@ -348,6 +348,32 @@ mod tests {
     }
 
     #[test]
+    fn userland_conflists_in_testdata_switch_the_mode_on() {
+        for text in [
+            include_str!("../../../testdata/portmap/podman-userland.conflist"),
+            include_str!("../../../testdata/portmap/containerd-userland.conflist"),
+        ] {
+            let list: serde_json::Value = serde_json::from_str(text).unwrap();
+            let portmap = list["plugins"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|p| p["type"] == "portmap")
+                .unwrap();
+            let raw: RawConfig = serde_json::from_value(portmap.clone()).unwrap();
+            let settings = proxy_settings(
+                raw.userland_proxy,
+                raw.proxy_socket,
+                raw.proxy_state_dir,
+                raw.proxy_path,
+            )
+            .unwrap()
+            .expect("userlandProxy on");
+            assert_eq!(settings.socket, PathBuf::from(DEFAULT_PROXY_SOCKET));
+        }
+    }
+
+    #[test]
     fn host_ip_selects_family_and_unspecified_means_any_address() {
         let m = validate_entry(&entry(80, 80, "tcp", "::")).unwrap();
         assert!(m.applies_to(Family::V6) && !m.applies_to(Family::V4));

@@ -501,9 +501,9 @@ fn sigkill_of_the_proxy_daemon_while_mappings_change_keeps_its_state_consistent(
                         "hostIP": "127.0.0.1", "hostPort": port, "containerIP": "127.0.0.1",
                         "containerPort": backend.port()})
                     .to_string();
-                    // A port deleted a moment ago may still be bound (the daemon closes it
-                    // after answering: see reliability_proxy's delete_then_add test); that is
-                    // not what this test is about, so wait for it.
+                    // A port deleted a moment ago must be free at once; that is checked by
+                    // reliability_proxy's a_deleted_port_can_be_mapped_again_at_once, not
+                    // here, so a brief 409 is waited out.
                     let mut tries = 0;
                     loop {
                         let r = http(&socket2, "POST", "/v1/mappings", Some(&body));

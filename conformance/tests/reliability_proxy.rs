@@ -407,7 +407,10 @@ fn fd_exhaustion_refuses_the_excess_and_the_daemon_recovers() {
     let api_ok = wait_until(Duration::from_secs(10), || {
         matches!(http(&d.socket, "GET", "/v1/health", None), Ok((200, _)))
     });
-    let refused_metric = d.metric("ferry_proxy_connections_refused_total");
+    let refused_metric = (
+        d.metric("ferry_proxy_connections_refused_total"),
+        d.metric("ferry_proxy_errors_total"),
+    );
     drop(held);
     // Recovery: once clients leave, a new connection is forwarded end to end.
     let recovered = wait_until(Duration::from_secs(20), || {
@@ -418,7 +421,7 @@ fn fd_exhaustion_refuses_the_excess_and_the_daemon_recovers() {
         .is_ok()
     });
     eprintln!(
-        "proxy fd: 600 clients at RLIMIT_NOFILE=256: {reached} forwarded, {refused} refused, {hung} left hanging; refused metric {refused_metric:?}; API during exhaustion ok: {api_ok}; recovered: {recovered}"
+        "proxy fd: 600 clients at RLIMIT_NOFILE=256: {reached} forwarded, {refused} refused, {hung} left hanging; metrics (refused, errors) {refused_metric:?}; API during exhaustion ok: {api_ok}; recovered: {recovered}"
     );
     assert!(
         refused > 0,

@@ -5,7 +5,9 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(s) = std::str::from_utf8(data) else { return };
+    let Ok(s) = std::str::from_utf8(data) else {
+        return;
+    };
     if let Ok(m) = cni::env::parse_cni_args(s, &["IP", "MAC", "K8S_POD_NAME"]) {
         for (k, v) in &m {
             assert!(!k.is_empty() && !k.contains(';') && !k.contains('='));

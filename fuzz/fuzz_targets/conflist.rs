@@ -11,10 +11,19 @@ use serde_json::Value;
 fuzz_target!(|data: &[u8]| {
     match config::list_from_bytes(data, None) {
         Ok(list) => {
-            assert_eq!(list.bytes, data, "the cached config must be the file's bytes");
+            assert_eq!(
+                list.bytes, data,
+                "the cached config must be the file's bytes"
+            );
             for p in &list.plugins {
-                let t = p.get("type").and_then(Value::as_str).expect("plugin without type");
-                assert!(!t.is_empty() && !t.contains('/') && !t.contains('\\'), "type {t:?}");
+                let t = p
+                    .get("type")
+                    .and_then(Value::as_str)
+                    .expect("plugin without type");
+                assert!(
+                    !t.is_empty() && !t.contains('/') && !t.contains('\\'),
+                    "type {t:?}"
+                );
             }
             let v = list.version_or_default();
             assert!(!v.is_empty());

@@ -30,7 +30,10 @@ impl Plugin for Echo {
 fuzz_target!(|data: &[u8]| {
     // First byte picks the verb, the rest is stdin.
     let (verb, stdin) = match data.split_first() {
-        Some((b, rest)) => (["ADD", "DEL", "CHECK", "GC", "STATUS", "VERSION"][*b as usize % 6], rest),
+        Some((b, rest)) => (
+            ["ADD", "DEL", "CHECK", "GC", "STATUS", "VERSION"][*b as usize % 6],
+            rest,
+        ),
         None => ("ADD", data),
     };
     let env = |k: &str| -> Option<String> {
@@ -53,6 +56,9 @@ fuzz_target!(|data: &[u8]| {
     }
     let v: Value = serde_json::from_slice(&out).expect("stdout is one JSON value");
     if status == 1 {
-        assert!(v["code"].is_u64() && v["msg"].is_string(), "bad error object {v}");
+        assert!(
+            v["code"].is_u64() && v["msg"].is_string(),
+            "bad error object {v}"
+        );
     }
 });

@@ -17,13 +17,17 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(text) = std::str::from_utf8(data) {
         let _ = parse_resolv_conf(text);
     }
-    let Ok(Value::Object(raw)) = serde_json::from_slice::<Value>(data) else { return };
+    let Ok(Value::Object(raw)) = serde_json::from_slice::<Value>(data) else {
+        return;
+    };
     let _ = BridgeConf::parse(&raw, None);
     let _ = BridgeConf::parse(&raw, Some("c2:11:22:33:44:55"));
     let name = raw.get("name").and_then(Value::as_str).unwrap_or("fuzz");
     for version in SUPPORTED {
         for ip in [None, Some("10.213.112.9"), Some("fd00:213:112::9")] {
-            let Ok(c) = IpamConfig::parse(&raw, name, version, ip) else { continue };
+            let Ok(c) = IpamConfig::parse(&raw, name, version, ip) else {
+                continue;
+            };
             assert!(check_network_name(&c.network).is_ok());
             let dir = c.data_dir.join(&c.network);
             assert!(

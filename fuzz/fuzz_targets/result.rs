@@ -8,9 +8,13 @@ use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(v) = serde_json::from_slice::<Value>(data) else { return };
+    let Ok(v) = serde_json::from_slice::<Value>(data) else {
+        return;
+    };
     for from in SUPPORTED {
-        let Ok(r) = CniResult::from_json(&v, from) else { continue };
+        let Ok(r) = CniResult::from_json(&v, from) else {
+            continue;
+        };
         for to in SUPPORTED {
             let Ok(out) = r.to_json(to) else {
                 assert!(to.is_legacy(), "only legacy rendering may fail");

@@ -23,9 +23,16 @@ if [ "$(id -u)" != 0 ]; then
   echo "make demo needs root: it creates network namespaces, bridges, veths and firewall rules on this host (run: sudo make demo)" >&2
   exit 1
 fi
-for tool in ip curl busybox iptables-save; do
+for tool in ip nsenter flock curl busybox iptables-save; do
   command -v "$tool" >/dev/null || { echo "make demo needs $tool (iproute2, curl, busybox-static, iptables)" >&2; exit 1; }
 done
+
+# One demo at a time (fixed names fdm-*, host port 8080): lock this script itself.
+exec 9<"$ROOT/demo/run.sh"
+if ! flock -n 9; then
+  echo "another make demo is running on this host; wait for it to finish" >&2
+  exit 1
+fi
 
 if [ -z "${FERRY_DEMO_NO_BUILD:-}" ]; then
   echo "▸ building: cargo build --release --workspace --bins"
@@ -53,21 +60,22 @@ bad()  { printf '  %s✗%s %s\n' "$RED" "$PLAIN" "$*"; FAILED=1; }
 step() { printf '\n▸ %s\n' "$*"; }
 
 # userlandProxy (issue #6) makes localhost work over ::1 too; use it when this portmap has it.
+# The demo's ferry-proxy daemon (portmap starts it on the first ADD) gets a socket and state
+# dir under the demo's temp dir, so the teardown can stop exactly that daemon and leave no
+# state behind; a daemon you already run at the default /run/ferry/proxy.sock is not touched.
 USERLAND=""
 if grep -q userlandProxy "$TARGET/portmap" 2>/dev/null; then
-  USERLAND=', "userlandProxy": true'
+  USERLAND=", \"userlandProxy\": true, \"proxySocket\": \"$DEMO/proxy.sock\", \"proxyStateDir\": \"$DEMO/proxy-state\""
 fi
 
-# PIDs of ferry-proxy daemons from this build; portmap starts one in userlandProxy mode when
-# none runs, and the demo stops only one it caused (not one that was running before).
-proxy_daemons() {
+# PIDs of the ferry-proxy daemon serving the demo's socket.
+demo_daemons() {
   local d cmd
   for d in /proc/[0-9]*; do
     cmd=$( { tr '\0' ' ' < "$d/cmdline"; } 2>/dev/null ) || continue
-    case "$cmd" in "$TARGET/ferry-proxy daemon"*) echo "${d#/proc/}" ;; esac
+    case "$cmd" in *ferry-proxy*daemon*"$DEMO/proxy.sock"*) echo "${d#/proc/}" ;; esac
   done
 }
-DAEMONS_BEFORE=" $(proxy_daemons | tr '\n' ' ') "
 
 teardown() {
   trap - EXIT INT TERM
@@ -84,9 +92,8 @@ teardown() {
   "$FERRY" gc frontend >/dev/null 2>&1
   "$FERRY" gc backend >/dev/null 2>&1
   local pid
-  for pid in $(proxy_daemons); do
-    case "$DAEMONS_BEFORE" in *" $pid "*) ;; *) kill "$pid" 2>/dev/null ;; esac
-  done
+  for pid in $(demo_daemons); do kill "$pid" 2>/dev/null; done
+  for _ in $(seq 50); do [ -z "$(demo_daemons)" ] && break; sleep 0.1; done
 
   local left=()
   for ns in "${NETNS[@]}"; do [ -e "/var/run/netns/$ns" ] && left+=("netns $ns"); done
@@ -101,8 +108,10 @@ teardown() {
   for id in "${IDS[@]}"; do
     while read -r l; do [ -n "$l" ] && left+=("portmap claim $l"); done < <(grep -rl -- "$id" /run/ferry/portmap 2>/dev/null)
   done
+  for pid in $(demo_daemons); do left+=("ferry-proxy daemon pid $pid"); done
+  for pid in "${PIDS[@]}"; do kill -0 "$pid" 2>/dev/null && left+=("server process $pid"); done
   if [ ${#left[@]} -eq 0 ]; then
-    ok "nothing left: no fdm-* netns or link, no rule, lease, cache entry or port claim of the demo"
+    ok "nothing left: no fdm-* netns or link, no rule, lease, cache entry, port claim or proxy daemon of the demo"
   else
     bad "left behind:"
     printf '      %s\n' "${left[@]}"
@@ -161,7 +170,8 @@ attach() {
 
 serve() {
   local ns=$1 dir=$2
-  ip netns exec "$ns" busybox httpd -f -p 80 -h "$dir" &
+  # nsenter execs the server itself, so $! is the server's PID.
+  nsenter --net="/var/run/netns/$ns" busybox httpd -f -p 80 -h "$dir" &
   PIDS+=($!)
 }
 

@@ -144,6 +144,15 @@ fn scenario(file: &str, addressing: Addressing, host_port: u16) {
                 json!([[{"subnet": "10.213.154.0/24"}], [{"subnet": "fd00:213:144:1::/64"}]]);
         }
     }
+    // portmap's userlandProxy mode: a daemon private to this test (socket, state), stopped
+    // by PID at the end.
+    let userland = list["plugins"][1]["userlandProxy"] == json!(true);
+    let socket = cri.tmp.path().join("proxy.sock");
+    let _daemon = userland.then(|| DaemonBySocket(socket.display().to_string()));
+    if userland {
+        list["plugins"][1]["proxySocket"] = json!(socket);
+        list["plugins"][1]["proxyStateDir"] = json!(cri.tmp.path().join("proxy-state"));
+    }
     std::fs::write(
         cri.conf_dir().join(file.file_name().unwrap()),
         list.to_string(),
@@ -196,10 +205,10 @@ fn scenario(file: &str, addressing: Addressing, host_port: u16) {
     std::fs::create_dir_all(&www).unwrap();
     std::fs::write(www.join("index.html"), "fcl-containerd-hello\n").unwrap();
     let _httpd = Httpd(
-        Command::new("ip")
-            .args([
-                "netns", "exec", &pod.0, "busybox", "httpd", "-f", "-p", "80", "-h",
-            ])
+        // nsenter execs busybox itself: the child is the server, killed by its PID.
+        Command::new("nsenter")
+            .arg(format!("--net={}", pod.path()))
+            .args(["busybox", "httpd", "-f", "-p", "80", "-h"])
             .arg(&www)
             .spawn()
             .unwrap(),
@@ -218,6 +227,14 @@ fn scenario(file: &str, addressing: Addressing, host_port: u16) {
         want,
         "outside → host address:hostPort",
     );
+    if userland {
+        assert_served(
+            Some(&host),
+            &format!("http://[::1]:{host_port}/"),
+            want,
+            "host → [::1]:hostPort (userlandProxy)",
+        );
+    }
 
     // libcni's cache: one entry, read by libcni and by ferry.
     let entries: Vec<String> = std::fs::read_dir(cri.cache_dir().join("results"))
@@ -277,6 +294,33 @@ fn scenario(file: &str, addressing: Addressing, host_port: u16) {
         ],
     );
     assert!(left.is_empty(), "rules left after DEL: {left:#?}");
+    let held = clients::text(&host.exec(&["ss", "-ltnH", &format!("sport = :{host_port}")]));
+    assert!(
+        held.trim().is_empty(),
+        "host port still held after DEL: {held}"
+    );
+}
+
+/// Stops (SIGTERM, by PID) the proxy daemon portmap started on this test's private socket.
+struct DaemonBySocket(String);
+
+impl Drop for DaemonBySocket {
+    fn drop(&mut self) {
+        for e in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else {
+                continue;
+            };
+            if !String::from_utf8_lossy(&cmd).contains(&self.0) {
+                continue;
+            }
+            if let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGTERM,
+                );
+            }
+        }
+    }
 }
 
 #[test]
@@ -294,5 +338,14 @@ fn containerd_ip_ranges_conflist_with_port_mappings_and_cache() {
         "20-containerd-ipranges.conflist",
         Addressing::IpRanges,
         30201,
+    );
+}
+
+#[test]
+fn containerd_userland_proxy_conflist_serves_ipv6_loopback() {
+    scenario(
+        "30-containerd-userland.conflist",
+        Addressing::ConfigRanges,
+        30202,
     );
 }

@@ -70,6 +70,7 @@ pub fn write(cache_dir: &Path, entry: &CacheEntry) -> Result<PathBuf, RuntimeErr
         .map_err(|e| RuntimeError::new(5, format!("creating {}: {e}", dir.display())))?;
     let bytes = serde_json::to_vec(entry)
         .map_err(|e| RuntimeError::new(6, format!("encoding the cache entry: {e}")))?;
+    sweep_stale_temps(&dir, &entry.container_id);
     let tmp = dir.join(format!(".{}.tmp{}", entry.container_id, std::process::id()));
     let io = |e: std::io::Error| RuntimeError::new(5, format!("writing {}: {e}", file.display()));
     {
@@ -120,9 +121,49 @@ pub fn read_file(file: &Path) -> Cached {
     }
 }
 
-/// Removes one attachment's cache file (absent is fine).
+/// Removes one attachment's cache file (absent is fine), and temp files a killed writer of
+/// the same container left behind.
 pub fn remove(cache_dir: &Path, network: &str, container_id: &str, ifname: &str) {
     let _ = std::fs::remove_file(path(cache_dir, network, container_id, ifname));
+    sweep_stale_temps(&cache_dir.join("results"), container_id);
+}
+
+/// Deletes `.<container_id>.tmp<pid>` files whose writer is no longer running: a runtime
+/// SIGKILLed between writing and renaming leaves one, and nothing else would ever remove it.
+/// A live writer's file is left alone (the per-container lock makes that our own process).
+fn sweep_stale_temps(dir: &Path, container_id: &str) {
+    sweep(dir, Some(container_id));
+}
+
+/// [`remove`]'s sweep for every container: GC runs alone (it holds the runtime's global
+/// lock), so a temp file of a dead writer is garbage whoever it belonged to.
+pub fn sweep_all_stale_temps(cache_dir: &Path) {
+    sweep(&cache_dir.join("results"), None);
+}
+
+fn sweep(dir: &Path, container_id: Option<&str>) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in rd.filter_map(|e| e.ok()) {
+        let name = entry.file_name();
+        let Some(name) = name.to_str().and_then(|n| n.strip_prefix('.')) else {
+            continue;
+        };
+        let pid = match container_id {
+            Some(id) => name.strip_prefix(id).and_then(|r| r.strip_prefix(".tmp")),
+            None => name.rsplit_once(".tmp").map(|(_, pid)| pid),
+        };
+        let Some(pid) = pid else {
+            continue;
+        };
+        let alive = pid.parse::<u32>().is_ok_and(|pid| {
+            pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists()
+        });
+        if !alive {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }
 
 /// Every valid `cniCacheV1` entry in the cache (for GC and `ports`). The file name is
@@ -221,6 +262,27 @@ mod base64_bytes {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn del_sweeps_temp_files_of_dead_writers_only() {
+        let d = tempfile::tempdir().unwrap();
+        let results = d.path().join("results");
+        std::fs::create_dir_all(&results).unwrap();
+        // pid 0 is never a user process: a writer that died
+        let dead = results.join(".c1.tmp0");
+        let live = results.join(format!(".c1.tmp{}", std::process::id()));
+        let other = results.join(".c2.tmp0");
+        for f in [&dead, &live, &other] {
+            std::fs::write(f, b"{").unwrap();
+        }
+        remove(d.path(), "net", "c1", "eth0");
+        assert!(!dead.exists(), "stale temp of c1 removed");
+        assert!(live.exists(), "a live writer's temp is left alone");
+        assert!(
+            other.exists(),
+            "another container's temp is not ours to judge"
+        );
+    }
 
     #[test]
     fn entry_matches_libcni_field_names_and_omissions() {

@@ -445,6 +445,7 @@ impl Runtime {
             return Ok(());
         }
         let _locks = self.locks(&list.name, None)?;
+        cache::sweep_all_stale_temps(&self.cache_dir);
         let mut errors: Vec<RuntimeError> = Vec::new();
         for (_, entry) in cache::all(&self.cache_dir) {
             if entry.network_name != list.name {

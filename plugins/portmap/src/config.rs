@@ -50,6 +50,7 @@ struct RawConfig {
     proxy_socket: Option<String>,
     proxy_state_dir: Option<String>,
     proxy_path: Option<String>,
+    runtime_binds_ports: Option<bool>,
     runtime_config: Option<RuntimeConfig>,
 }
 
@@ -69,6 +70,12 @@ pub struct ProxySettings {
     /// The `ferry-proxy` binary (`proxyPath`); `None` searches next to portmap, then
     /// `/usr/local/bin`, then `PATH`.
     pub binary: Option<PathBuf>,
+    /// `runtimeBindsPorts`: the runtime binds the host ports itself after ADD (podman with
+    /// CNI, as root, keeps `hostIP:hostPort` — `0.0.0.0` when empty — open in conmon). The
+    /// daemon then leaves those addresses to it, and IPv4 loopback stays on the reference's
+    /// DNAT (`route_localnet`): a connection to the runtime's never-accepting socket would
+    /// hang. The daemon still serves IPv6 (`::1`, host IPv6 → IPv4-only container).
+    pub runtime_binds_ports: bool,
 }
 
 /// A validated port mapping.
@@ -178,8 +185,24 @@ impl PortMapConfig {
                 raw.proxy_socket,
                 raw.proxy_state_dir,
                 raw.proxy_path,
-            )?,
+            )?
+            .map(|s| ProxySettings {
+                runtime_binds_ports: raw
+                    .runtime_binds_ports
+                    .unwrap_or_else(crate::host::parent_is_podman),
+                ..s
+            }),
         })
+    }
+
+    /// Whether the kernel DNATs loopback destinations of `family` (the reference's model:
+    /// 127.0.0.1 through `route_localnet`). With `userlandProxy` the daemon serves loopback
+    /// instead, except IPv4 loopback when the runtime binds the ports itself.
+    pub fn kernel_serves_loopback(&self, family: Family) -> bool {
+        match &self.userland_proxy {
+            None => true,
+            Some(s) => family == Family::V4 && s.runtime_binds_ports,
+        }
     }
 
     /// The entry conditions for `family`.
@@ -218,6 +241,7 @@ fn proxy_settings(
         socket: absolute("proxySocket", socket, DEFAULT_PROXY_SOCKET)?,
         state_dir: absolute("proxyStateDir", state_dir, DEFAULT_PROXY_STATE_DIR)?,
         binary,
+        runtime_binds_ports: false,
     }))
 }
 

@@ -48,6 +48,14 @@ pub fn enable_route_localnet(container: Ipv4Addr) -> cni::Result<()> {
     })
 }
 
+/// Whether the process that ran this plugin is podman (its CNI backend binds every published
+/// port itself after ADD, when run as root). Used only when `runtimeBindsPorts` is not set.
+pub fn parent_is_podman() -> bool {
+    // SAFETY: getppid has no preconditions.
+    let ppid = unsafe { libc::getppid() };
+    std::fs::read_to_string(format!("/proc/{ppid}/comm")).is_ok_and(|c| c.trim() == "podman")
+}
+
 /// Deletes UDP conntrack entries towards `port`, so datagrams keep going to the current
 /// container instead of an entry naming an old one. Best effort: "0 flow entries" is not a
 /// failure, and a missing `conntrack` tool only costs the flush.

@@ -392,9 +392,11 @@ fn install(
         claims,
     })?;
     for att in atts {
-        // Not with the userland proxy: loopback is the daemon's, not the kernel's.
-        if let (true, None, IpNet::V4(v4)) = (conf.snat, &conf.userland_proxy, att.container) {
-            host::enable_route_localnet(v4.addr())?;
+        // Not when the userland proxy serves IPv4 loopback.
+        if let (true, IpNet::V4(v4)) = (conf.snat, att.container) {
+            if conf.kernel_serves_loopback(Family::V4) {
+                host::enable_route_localnet(v4.addr())?;
+            }
         }
         // After the rules are in place, so new datagrams take them.
         flush_udp(

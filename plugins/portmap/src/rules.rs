@@ -102,13 +102,13 @@ impl FamilyAttachment<'_> {
     /// With `userlandProxy` a mapping limited to a loopback address has no kernel rules:
     /// the proxy daemon alone serves it.
     pub fn mappings(&self) -> Vec<Mapping> {
-        let userland = self.conf.userland_proxy.is_some();
+        let kernel_loopback = self.conf.kernel_serves_loopback(self.family);
         self.conf
             .mappings
             .iter()
             .copied()
             .filter(|m| m.applies_to(self.family))
-            .filter(|m| !(userland && m.destination().is_some_and(|d| d.is_loopback())))
+            .filter(|m| kernel_loopback || !m.destination().is_some_and(|d| d.is_loopback()))
             .collect()
     }
 
@@ -179,8 +179,8 @@ impl FamilyAttachment<'_> {
                     });
                 }
                 rules.push(Rule::new(hairpin, mark.clone()));
-                let userland = self.conf.userland_proxy.is_some();
-                if self.family == Family::V4 && !self.conf.masq_all && !userland {
+                let kernel_loopback = self.conf.kernel_serves_loopback(self.family);
+                if self.family == Family::V4 && !self.conf.masq_all && kernel_loopback {
                     let mut local = base.clone();
                     local.push(Match::Source {
                         net: "127.0.0.1/32".parse().expect("literal"),
@@ -190,7 +190,7 @@ impl FamilyAttachment<'_> {
                 }
             }
             let mut dnat = base;
-            if self.conf.userland_proxy.is_some() {
+            if !self.conf.kernel_serves_loopback(self.family) {
                 // Docker's model: loopback is the proxy daemon's (the kernel cannot NAT ::1,
                 // and 127.0.0.1 would need route_localnet).
                 dnat.push(Match::Destination {
@@ -490,6 +490,7 @@ mod tests {
             socket: "/s".into(),
             state_dir: "/d".into(),
             binary: None,
+            runtime_binds_ports: false,
         });
         let a = FamilyAttachment {
             conf: &c,

@@ -74,9 +74,13 @@ fn id_prefix(network: &str, container_id: &str) -> String {
 }
 
 /// The addresses the daemon listens on for a mapping: the `hostIP` itself, or for none both
-/// wildcards (the IPv6 one only when the host has IPv6).
-fn listen_addresses(m: &Mapping, ipv6: bool) -> Vec<IpAddr> {
+/// wildcards (the IPv6 one only when the host has IPv6). When the runtime binds the ports
+/// itself (`hostIP`, or `0.0.0.0` for none), only what it leaves: `[::]` for no `hostIP`.
+fn listen_addresses(m: &Mapping, ipv6: bool, runtime_binds: bool) -> Vec<IpAddr> {
     match m.host_ip {
+        _ if runtime_binds && !ipv6 => vec![],
+        Some(_) if runtime_binds => vec![],
+        None if runtime_binds => vec![IpAddr::V6(Ipv6Addr::UNSPECIFIED)],
         Some(ip) => vec![ip],
         None if ipv6 => vec![
             IpAddr::V4(Ipv4Addr::UNSPECIFIED),
@@ -99,6 +103,10 @@ pub fn specs(
     let v6 = addrs.iter().find(|a| a.addr().is_ipv6()).map(IpNet::addr);
     let owner = owner(&conf.network, container_id);
     let prefix = id_prefix(&conf.network, container_id);
+    let runtime_binds = conf
+        .userland_proxy
+        .as_ref()
+        .is_some_and(|s| s.runtime_binds_ports);
     let mut out: Vec<MappingSpec> = Vec::new();
     for m in &conf.mappings {
         let proto = match m.protocol {
@@ -106,7 +114,7 @@ pub fn specs(
             Protocol::Udp => Proto::Udp,
             Protocol::Sctp => continue,
         };
-        for host_ip in listen_addresses(m, ipv6) {
+        for host_ip in listen_addresses(m, ipv6, runtime_binds) {
             let backend = if host_ip.is_ipv6() {
                 v6.or(v4)
             } else {
@@ -724,6 +732,29 @@ mod tests {
             ]
         );
         assert!(specs(&c, "c1", &[], true).is_empty());
+    }
+
+    #[test]
+    fn a_runtime_that_binds_ports_keeps_them_and_the_daemon_takes_ipv6() {
+        let mut c = conf(&[
+            (18080, 80, "tcp", ""),
+            (18081, 80, "tcp", "127.0.0.1"),
+            (18082, 80, "tcp", "::1"),
+        ]);
+        c.userland_proxy = Some(ProxySettings {
+            socket: "/s".into(),
+            state_dir: "/d".into(),
+            binary: None,
+            runtime_binds_ports: true,
+        });
+        let v4only: Vec<IpNet> = vec!["10.213.176.2/24".parse().unwrap()];
+        assert_eq!(
+            listens(&specs(&c, "c1", &v4only, true)),
+            [":::18080/tcp -> 10.213.176.2:80"]
+        );
+        assert!(specs(&c, "c1", &v4only, false).is_empty());
+        assert!(c.kernel_serves_loopback(firewall::Family::V4));
+        assert!(!c.kernel_serves_loopback(firewall::Family::V6));
     }
 
     #[test]

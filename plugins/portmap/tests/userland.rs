@@ -675,3 +675,63 @@ fn userland_proxy_daemon_restarts_once_and_restores_mappings() {
     t.run("DEL", "c9", &c9).expect("DEL");
     assert_eq!(t.leftovers(), Vec::<String>::new());
 }
+
+#[test]
+fn userland_proxy_serves_udp_over_both_loopbacks() {
+    let mut t = Topo::new("ud");
+    let child = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &t.ctr,
+            "socat",
+            "UDP6-RECVFROM:53,fork,ipv6only=0",
+            "SYSTEM:echo udp-from-container",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    t.servers.push(child);
+    let c = t.conf(
+        "iptables",
+        json!([{"hostPort": PORT, "containerPort": 53, "protocol": "udp"}]),
+        &[&format!("{C4}/24")],
+    );
+    t.run("ADD", "c1", &c).expect("ADD");
+    let (host, out) = (t.host.clone(), t.out.clone());
+    let want = "udp-from-container";
+    t.expect_reply(&host, &format!("UDP4:127.0.0.1:{PORT}"), want);
+    t.expect_reply(&host, &format!("UDP6:[::1]:{PORT}"), want);
+    t.expect_reply(&out, &format!("UDP4:{HOST_O4}:{PORT}"), want);
+    t.run("DEL", "c1", &c).expect("DEL");
+    assert!(t.daemon_owners().is_empty());
+    assert_eq!(t.leftovers(), Vec::<String>::new());
+}
+
+/// podman (CNI backend, as root) binds every published port itself after ADD and never
+/// accepts on it: with `runtimeBindsPorts` the daemon leaves IPv4 to it (127.0.0.1 stays on
+/// the kernel's DNAT) and serves ::1.
+#[test]
+fn userland_proxy_leaves_ipv4_to_a_runtime_that_binds_ports() {
+    let mut t = Topo::new("rb");
+    t.serve_in_container(80);
+    let mut c = t.conf("iptables", json!([tcp(PORT, 80)]), &[&format!("{C4}/24")]);
+    c["runtimeBindsPorts"] = json!(true);
+    t.run("ADD", "c1", &c).expect("ADD");
+    let host = t.host.clone();
+    // What podman does after ADD: listen on 0.0.0.0:P and never accept.
+    let runtime_socket = in_netns(&host, move || {
+        std::net::TcpListener::bind(format!("0.0.0.0:{PORT}")).expect("the runtime's bind")
+    });
+    let hello = "hello-from-container";
+    t.expect_reply(&host, &format!("TCP4:127.0.0.1:{PORT}"), hello);
+    t.expect_reply(&host, &format!("TCP6:[::1]:{PORT}"), hello);
+    t.expect_reply(&t.out.clone(), &format!("TCP4:{HOST_O4}:{PORT}"), hello);
+    t.run("CHECK", "c1", &c).expect("CHECK");
+    drop(runtime_socket);
+    t.run("DEL", "c1", &c).expect("DEL");
+    assert!(t.daemon_owners().is_empty());
+    assert_eq!(t.leftovers(), Vec::<String>::new());
+}

@@ -78,7 +78,9 @@ demo_daemons() {
 }
 
 teardown() {
-  trap - EXIT INT TERM
+  # Finish the cleanup whatever happens to the terminal or the pipe we print to.
+  trap - EXIT
+  trap '' INT TERM HUP PIPE
   step "teardown"
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; done
   "$FERRY" del backend /var/run/netns/fdm-api -i eth1 >/dev/null 2>&1
@@ -125,8 +127,13 @@ teardown() {
   fi
   exit "$FAILED"
 }
+# Every way out runs the teardown: normal end, errors, Ctrl-C, kill, a closed terminal, and a
+# closed pipe (`make demo | head`), which would otherwise kill bash without its EXIT trap.
 trap teardown EXIT
-trap 'exit 130' INT TERM
+trap 'exit 130' INT
+trap 'exit 143' TERM
+trap 'exit 129' HUP
+trap 'exec >/dev/null 2>&1; exit 141' PIPE
 
 mkdir -p "$DEMO/net" "$DEMO/www-web" "$DEMO/www-api" "$DEMO/www-db"
 cat > "$DEMO/net/10-frontend.conflist" <<EOF

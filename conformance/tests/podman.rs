@@ -436,7 +436,10 @@ const USERLAND_KEYS: [&str; 3] = ["userlandProxy", "proxySocket", "proxyStateDir
 
 /// `-p 127.0.0.1:P1:80` and `-p P2:80` with portmap's `"userlandProxy": true`: 127.0.0.1
 /// (both), `::1` (P2) and outside (P2, kernel DNAT) answer; `podman rm` leaves nothing and
-/// frees the ports. Fails (never skips) while portmap lacks the mode.
+/// frees the ports. Fails (never skips) while portmap lacks the mode — and, as checked with
+/// podman 4.3, fails at `podman run` while the mode reserves the port in the daemon: conmon
+/// binds every published port itself right after the CNI ADD (`0.0.0.0:P`, or
+/// `127.0.0.1:P`), and that bind meets the daemon's listener ("address already in use").
 #[test]
 fn userland_proxy_mode_serves_ipv6_loopback_under_podman() {
     let pm = Podman::new();

@@ -177,6 +177,13 @@ pub fn conflict_message(spec: &MappingSpec, msg: &str, holder: &str) -> String {
     }
 }
 
+/// Whether a client error means nobody serves the socket (missing, or refused): the daemon is
+/// not running, as opposed to a daemon that answered badly or hangs.
+fn not_running(e: &ferry_proxy::Error) -> bool {
+    matches!(e, ferry_proxy::Error::Io { source, .. }
+        if matches!(source.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused))
+}
+
 fn proxy_error(context: &str, e: ferry_proxy::Error) -> Error {
     let code = match &e {
         ferry_proxy::Error::Conflict { .. } => code::PORT_CONFLICT,
@@ -392,10 +399,15 @@ impl<'a> Daemon<'a> {
     /// conflict nothing of `owner` is left in the daemon and the error (code 101) names the
     /// holder.
     pub fn reserve(&self, owner: &str, wanted: &[MappingSpec]) -> Result<()> {
-        let client = self.ensure_running()?;
-        let held = client
-            .list_owner(owner)
-            .map_err(|e| proxy_error("listing mappings", e))?;
+        let client = self.client();
+        let held = match client.list_owner(owner) {
+            Err(e) if not_running(&e) => {
+                self.ensure_running()?;
+                client.list_owner(owner)
+            }
+            other => other,
+        }
+        .map_err(|e| proxy_error("listing mappings", e))?;
         for h in held.iter().filter(|h| !wanted.contains(&h.spec)) {
             // A repeated ADD with other mappings: drop what is no longer wanted.
             client
@@ -472,22 +484,21 @@ impl<'a> Daemon<'a> {
     /// DEL: removes `owner`'s mappings (idempotent; never starts the daemon). Returns once
     /// their host sockets are closed, so the port can be bound again right away.
     pub fn release(&self, owner: &str) -> Result<()> {
-        if self.answers() {
-            let client = self.client();
-            let held = client
-                .list_owner(owner)
-                .map_err(|e| proxy_error("listing the proxy mappings", e))?;
-            if held.is_empty() {
-                return Ok(());
-            }
-            client
-                .delete_owner(owner)
-                .map_err(|e| proxy_error("removing the proxy mappings", e))?;
-            let specs: Vec<MappingSpec> = held.into_iter().map(|h| h.spec).collect();
-            wait_closed(&specs, RELEASE_WAIT);
+        let client = self.client();
+        let held = match client.list_owner(owner) {
+            Ok(held) => held,
+            Err(e) if not_running(&e) => return self.release_where(|o| o == owner),
+            Err(e) => return Err(proxy_error("listing the proxy mappings", e)),
+        };
+        if held.is_empty() {
             return Ok(());
         }
-        self.release_where(|o| o == owner)
+        client
+            .delete_owner(owner)
+            .map_err(|e| proxy_error("removing the proxy mappings", e))?;
+        let specs: Vec<MappingSpec> = held.into_iter().map(|h| h.spec).collect();
+        wait_closed(&specs, RELEASE_WAIT);
+        Ok(())
     }
 
     /// GC: removes the mappings of `network`'s attachments whose container is not in `valid`.
@@ -557,7 +568,7 @@ fn wait_closed(specs: &[MappingSpec], limit: Duration) {
     let deadline = Instant::now() + limit;
     for spec in specs {
         while !can_bind(spec) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(2));
+            std::thread::sleep(Duration::from_micros(500));
         }
     }
 }
@@ -787,6 +798,20 @@ mod tests {
         drop(listener);
         assert!(can_bind(&spec));
         wait_closed(std::slice::from_ref(&spec), Duration::from_millis(10));
+    }
+
+    #[test]
+    fn a_missing_socket_means_not_running() {
+        let dir = tempfile_dir();
+        let client = Client::new(dir.join("none.sock"));
+        assert!(not_running(&client.health().unwrap_err()));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    fn tempfile_dir() -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("flh-unit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
     }
 
     #[test]

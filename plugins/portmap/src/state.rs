@@ -8,7 +8,7 @@
 //! `/run` is emptied at boot, as the rules are. The kernel rules stay the truth: a claim
 //! whose chain no longer exists is stale and ignored.
 
-use cni::fsutil::{write_atomic, Flock};
+use cni::fsutil::{remove_locked, write_atomic_locked, Flock};
 use cni::{code, Error, Result};
 use firewall::{BackendKind, Family, Protocol};
 use serde::{Deserialize, Serialize};
@@ -202,7 +202,7 @@ impl State {
     /// Notes that the import is done (it reads the whole nat table, so it runs once).
     pub fn mark_imported(&self) -> Result<()> {
         let path = self.dir.join("imported");
-        write_atomic(&path, b"").map_err(|e| io_err("writing", &path, e))
+        write_atomic_locked(&path, b"", 0o644).map_err(|e| io_err("writing", &path, e))
     }
 
     /// True when the shared layout of `what` (e.g. `iptables-4`) was verified less than
@@ -267,12 +267,15 @@ impl State {
         let path = self.dir.join("owners").join(&owner.chain);
         let bytes = serde_json::to_vec(owner)
             .map_err(|e| Error::internal(format!("encoding state: {e}")))?;
-        write_atomic(&path, &bytes).map_err(|e| io_err("writing", &path, e))?;
+        // Writers are serialised by the index lock held in `self`, so fixed temp names are safe
+        // and a SIGKILLed writer's temp file is reused or removed, never stranded.
+        write_atomic_locked(&path, &bytes, 0o644).map_err(|e| io_err("writing", &path, e))?;
         for c in &owner.claims {
             let dir = self.dir.join("claims").join(c.dir_name());
             std::fs::create_dir_all(&dir).map_err(|e| io_err("creating", &dir, e))?;
             let file = dir.join(format!("{}.{}", c.file_name(), owner.chain));
-            write_atomic(&file, owner.chain.as_bytes()).map_err(|e| io_err("writing", &file, e))?;
+            write_atomic_locked(&file, owner.chain.as_bytes(), 0o644)
+                .map_err(|e| io_err("writing", &file, e))?;
         }
         Ok(())
     }
@@ -282,17 +285,13 @@ impl State {
         if let Some(owner) = self.owner(chain) {
             for c in &owner.claims {
                 let dir = self.dir.join("claims").join(c.dir_name());
-                let _ = std::fs::remove_file(dir.join(format!("{}.{}", c.file_name(), chain)));
+                let _ = remove_locked(&dir.join(format!("{}.{}", c.file_name(), chain)));
                 // Removing the port directory fails while other claims remain; that is fine.
                 let _ = std::fs::remove_dir(&dir);
             }
         }
         let path = self.dir.join("owners").join(chain);
-        match std::fs::remove_file(&path) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(io_err("removing", &path, e)),
-        }
+        remove_locked(&path).map_err(|e| io_err("removing", &path, e))
     }
 }
 

@@ -4,7 +4,7 @@
 use super::RuntimeError;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 /// The `kind` libcni writes and insists on when reading.
@@ -70,22 +70,11 @@ pub fn write(cache_dir: &Path, entry: &CacheEntry) -> Result<PathBuf, RuntimeErr
         .map_err(|e| RuntimeError::new(5, format!("creating {}: {e}", dir.display())))?;
     let bytes = serde_json::to_vec(entry)
         .map_err(|e| RuntimeError::new(6, format!("encoding the cache entry: {e}")))?;
-    sweep_stale_temps(&dir, &entry.container_id);
-    let tmp = dir.join(format!(".{}.tmp{}", entry.container_id, std::process::id()));
-    let io = |e: std::io::Error| RuntimeError::new(5, format!("writing {}: {e}", file.display()));
-    {
-        use std::io::Write;
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(io)?;
-        f.write_all(&bytes).map_err(io)?;
-        f.sync_all().map_err(io)?;
-    }
-    std::fs::rename(&tmp, &file).map_err(io)?;
+    // Writers of one attachment are serialised by the runtime's per-attachment lock, so the
+    // fixed temp name of write_atomic_locked is safe: a killed writer's temp is reused by the
+    // next write or removed by DEL, and a symlink planted there is never written through.
+    cni::fsutil::write_atomic_locked(&file, &bytes, 0o600)
+        .map_err(|e| RuntimeError::new(5, format!("writing {}: {e}", file.display())))?;
     Ok(file)
 }
 
@@ -121,46 +110,24 @@ pub fn read_file(file: &Path) -> Cached {
     }
 }
 
-/// Removes one attachment's cache file (absent is fine), and temp files a killed writer of
-/// the same container left behind.
+/// Removes one attachment's cache file and the temp file a killed writer may have left
+/// (absent is fine).
 pub fn remove(cache_dir: &Path, network: &str, container_id: &str, ifname: &str) {
-    let _ = std::fs::remove_file(path(cache_dir, network, container_id, ifname));
-    sweep_stale_temps(&cache_dir.join("results"), container_id);
+    let _ = cni::fsutil::remove_locked(&path(cache_dir, network, container_id, ifname));
 }
 
-/// Deletes `.<container_id>.tmp<pid>` files whose writer is no longer running: a runtime
-/// SIGKILLed between writing and renaming leaves one, and nothing else would ever remove it.
-/// A live writer's file is left alone (the per-container lock makes that our own process).
-fn sweep_stale_temps(dir: &Path, container_id: &str) {
-    sweep(dir, Some(container_id));
-}
-
-/// [`remove`]'s sweep for every container: GC runs alone (it holds the runtime's global
-/// lock), so a temp file of a dead writer is garbage whoever it belonged to.
+/// Deletes every temp file left by killed writers. Only for GC, which runs alone (it holds the
+/// runtime's global lock), so no temp file can belong to a live writer.
 pub fn sweep_all_stale_temps(cache_dir: &Path) {
-    sweep(&cache_dir.join("results"), None);
-}
-
-fn sweep(dir: &Path, container_id: Option<&str>) {
-    let Ok(rd) = std::fs::read_dir(dir) else {
+    let Ok(rd) = std::fs::read_dir(cache_dir.join("results")) else {
         return;
     };
     for entry in rd.filter_map(|e| e.ok()) {
-        let name = entry.file_name();
-        let Some(name) = name.to_str().and_then(|n| n.strip_prefix('.')) else {
-            continue;
-        };
-        let pid = match container_id {
-            Some(id) => name.strip_prefix(id).and_then(|r| r.strip_prefix(".tmp")),
-            None => name.rsplit_once(".tmp").map(|(_, pid)| pid),
-        };
-        let Some(pid) = pid else {
-            continue;
-        };
-        let alive = pid.parse::<u32>().is_ok_and(|pid| {
-            pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists()
-        });
-        if !alive {
+        if entry
+            .file_name()
+            .to_str()
+            .is_some_and(cni::fsutil::is_locked_temp_name)
+        {
             let _ = std::fs::remove_file(entry.path());
         }
     }
@@ -264,24 +231,43 @@ mod tests {
     use serde_json::json;
 
     #[test]
-    fn del_sweeps_temp_files_of_dead_writers_only() {
+    fn del_removes_a_killed_writers_temp_and_gc_sweeps_the_rest() {
         let d = tempfile::tempdir().unwrap();
         let results = d.path().join("results");
         std::fs::create_dir_all(&results).unwrap();
-        // pid 0 is never a user process: a writer that died
-        let dead = results.join(".c1.tmp0");
-        let live = results.join(format!(".c1.tmp{}", std::process::id()));
-        let other = results.join(".c2.tmp0");
-        for f in [&dead, &live, &other] {
+        let mine = results.join(".net-c1-eth0.tmp");
+        let other = results.join(".net-c2-eth0.tmp");
+        for f in [&mine, &other] {
             std::fs::write(f, b"{").unwrap();
         }
         remove(d.path(), "net", "c1", "eth0");
-        assert!(!dead.exists(), "stale temp of c1 removed");
-        assert!(live.exists(), "a live writer's temp is left alone");
-        assert!(
-            other.exists(),
-            "another container's temp is not ours to judge"
-        );
+        assert!(!mine.exists(), "DEL removes its attachment's temp");
+        assert!(other.exists(), "DEL leaves other attachments alone");
+        sweep_all_stale_temps(d.path());
+        assert!(!other.exists(), "GC sweeps every temp");
+    }
+
+    #[test]
+    fn a_symlink_planted_at_the_temp_name_is_not_written_through() {
+        let d = tempfile::tempdir().unwrap();
+        let results = d.path().join("results");
+        std::fs::create_dir_all(&results).unwrap();
+        let victim = d.path().join("victim");
+        std::fs::write(&victim, b"keep").unwrap();
+        std::os::unix::fs::symlink(&victim, results.join(".net-c1-eth0.tmp")).unwrap();
+        let e = CacheEntry {
+            kind: KIND.into(),
+            container_id: "c1".into(),
+            config: b"{}".to_vec(),
+            if_name: "eth0".into(),
+            network_name: "net".into(),
+            netns: String::new(),
+            cni_args: vec![],
+            capability_args: Map::new(),
+            result: None,
+        };
+        assert!(write(d.path(), &e).is_err());
+        assert_eq!(std::fs::read(&victim).unwrap(), b"keep");
     }
 
     #[test]

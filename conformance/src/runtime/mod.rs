@@ -13,6 +13,7 @@ use config::{sorted, NetworkList};
 use serde_json::{Map, Value};
 use std::fmt;
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -135,10 +136,12 @@ impl Lock {
         if let Some(dir) = path.parent() {
             let _ = std::fs::create_dir_all(dir);
         }
+        // O_NOFOLLOW: a symlink planted at a lock's name must not make us create its target.
         let file = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
             .open(path)
             .map_err(|e| RuntimeError::new(5, format!("opening lock {}: {e}", path.display())))?;
         let op = if exclusive {

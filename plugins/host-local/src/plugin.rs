@@ -45,6 +45,17 @@ impl Plugin for HostLocal {
             args.get("IP").map(String::as_str),
         )?;
         let dns = read_dns(&conf)?;
+        let lease_len = req.env.container_id.len() + 2 + req.env.ifname.len();
+        if lease_len as u64 > crate::store::MAX_LEASE_BYTES {
+            return Err(cni::Error::new(
+                cni::code::INVALID_ENV,
+                format!(
+                    "CNI_CONTAINERID is {} bytes: host-local records it in a lease file of at most {} bytes (ID, CRLF, ifname); use a shorter container ID",
+                    req.env.container_id.len(),
+                    crate::store::MAX_LEASE_BYTES
+                ),
+            ));
+        }
         let owner = owner_of(req);
         let mut store = DiskStore::open(&conf.data_dir, &conf.network, conf.sets.len())?;
         let leases = allocate(

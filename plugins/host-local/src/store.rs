@@ -60,8 +60,9 @@ pub const HINT_DIR: &str = ".ferry-owners";
 /// Prefix of ferry's named temp files (only used where `O_TMPFILE` cannot be).
 pub const TMP_PREFIX: &str = ".ferry-tmp";
 
-/// Largest lease file we read; real ones are an ID and an ifname.
-const MAX_LEASE_BYTES: u64 = 4096;
+/// Largest lease file we read; real ones are an ID and an ifname. ADD refuses an attachment
+/// whose lease would be larger, so no lease is ever written that could not be read back.
+pub const MAX_LEASE_BYTES: u64 = 4096;
 
 /// The xattr on a lease inode naming its address, so a hard-linked hint leads back to it.
 const IP_XATTR: &std::ffi::CStr = c"user.ferry.ip";

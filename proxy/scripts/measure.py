@@ -17,25 +17,36 @@ if DEVNULL_FD < 3:
 os.dup2(DEVNULL_FD, 3)
 
 
-def spawn(binary, host_port, backend_port):
+def spawn(binary, host_port, backend_port, argv=None):
     r, w = os.pipe()
-    # Put the write end on fd 3 in the parent so the child inherits it there (like dockerd).
-    os.dup2(w, 3, inheritable=True)
-    os.close(w)
+    argv = argv or [binary, "-proto", "tcp", "-host-ip", "127.0.0.1", "-host-port", str(host_port),
+                    "-container-ip", "127.0.0.1", "-container-port", str(backend_port)]
+    devnull = os.open("/dev/null", os.O_RDWR)
+    actions = [(os.POSIX_SPAWN_DUP2, devnull, 0), (os.POSIX_SPAWN_DUP2, devnull, 1),
+               (os.POSIX_SPAWN_DUP2, w, 3)]
     t0 = time.perf_counter()
-    p = subprocess.Popen([binary, "-proto", "tcp", "-host-ip", "127.0.0.1", "-host-port", str(host_port),
-                          "-container-ip", "127.0.0.1", "-container-port", str(backend_port)],
-                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, pass_fds=(3,))
-    os.dup2(DEVNULL_FD, 3)  # keep fd 3 occupied so os.pipe() never returns it
-    # Popen returns once exec succeeded (CPython waits on its CLOEXEC error pipe), so
-    # t_exec is a close upper bound of the moment the new program started.
+    # glibc's posix_spawn returns once the child has exec'd (CLONE_VFORK), so t_exec is a
+    # tight upper bound of the moment the new program started.
+    pid = os.posix_spawn(argv[0], argv, os.environ, file_actions=actions)
     t_exec = time.perf_counter()
+    os.close(w)
+    os.close(devnull)
     status = os.read(r, 64)
     t_ready = time.perf_counter()
-    dt = (t_ready - t0, t_ready - t_exec)
     os.close(r)
-    assert status.startswith(b"0\n"), (binary, status)
-    return p, dt
+    assert status.startswith(b"0"), (argv[0], status)
+    return pid, (t_ready - t0, t_ready - t_exec)
+
+
+class Spawned:
+    def __init__(self, pid):
+        self.pid = pid
+
+    def send_signal(self, sig):
+        os.kill(self.pid, sig)
+
+    def wait(self, timeout=None):
+        os.waitpid(self.pid, 0)
 
 
 def stop(p):
@@ -43,10 +54,11 @@ def stop(p):
     p.wait(timeout=10)
 
 
-def ready_times(binary, port, n=40):
+def ready_times(binary, port, n=40, argv=None):
     total, after_exec = [], []
     for _ in range(n):
-        p, (dt, de) = spawn(binary, port, port + 1)
+        pid, (dt, de) = spawn(binary, port, port + 1, argv)
+        p = Spawned(pid)
         total.append(dt * 1000)
         after_exec.append(de * 1000)
         stop(p)
@@ -103,7 +115,8 @@ def idle_rss(binary, host_port, backend_port, n=1000):
     t = threading.Thread(target=hold_backend, args=(backend_port, stop_event))
     t.start()
     time.sleep(0.2)
-    p, _ = spawn(binary, host_port, backend_port)
+    pid, _ = spawn(binary, host_port, backend_port)
+    p = Spawned(pid)
     base = rss_kib(p.pid)
     clients = [socket.create_connection(("127.0.0.1", host_port)) for _ in range(n)]
     time.sleep(1.5)
@@ -118,11 +131,53 @@ def idle_rss(binary, host_port, backend_port, n=1000):
     return base, loaded, after
 
 
+def api(sock_path, method, path, body=b""):
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(sock_path)
+    s.sendall(f"{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
+    out = b""
+    while True:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        out += chunk
+    s.close()
+    return int(out.split()[1])
+
+
+def daemon_rss(n=1000, first_port=23000):
+    import tempfile
+    d = tempfile.mkdtemp()
+    sock = os.path.join(d, "proxy.sock")
+    p = subprocess.Popen([FERRY, "daemon", "--socket", sock, "--state-dir", os.path.join(d, "state")],
+                         stderr=subprocess.DEVNULL)
+    for _ in range(200):
+        if os.path.exists(sock):
+            break
+        time.sleep(0.02)
+    try:
+        base = rss_kib(p.pid)
+        t0 = time.perf_counter()
+        added = 0
+        for i in range(n):
+            body = json.dumps({"owner": f"c{i % 50}", "proto": "tcp", "hostIP": "127.0.0.1",
+                               "hostPort": first_port + i, "containerIP": "127.0.0.1", "containerPort": 9}).encode()
+            added += api(sock, "POST", "/v1/mappings", body) in (200, 201)
+        dt = time.perf_counter() - t0
+        loaded = rss_kib(p.pid)
+    finally:
+        p.send_signal(signal.SIGTERM)
+        p.wait(timeout=15)
+    return base, loaded, dt, added
+
+
 def main():
     resource.setrlimit(resource.RLIMIT_NOFILE, (8192, 8192))
     print("== ready signal on fd 3, ms (40 runs): spawn->ready median; exec->ready median, min")
-    for name, b, port in (("docker-proxy", DOCKER, BASE), ("ferry-proxy", FERRY, BASE + 2)):
-        med, med_exec, min_exec = ready_times(b, port)
+    baseline = ["/bin/busybox", "sh", "-c", "echo 0 >&3; exec sleep 5"]
+    for name, b, port, argv in (("busybox sh (baseline: exec + echo)", None, 0, baseline),
+                                ("docker-proxy", DOCKER, BASE, None), ("ferry-proxy", FERRY, BASE + 2, None)):
+        med, med_exec, min_exec = ready_times(b, port, argv=argv)
         print(f"{name:13s} {med:6.2f}; {med_exec:6.2f}, {min_exec:6.2f}")
 
     print("== iperf3 TCP on loopback, 5 s, single stream")
@@ -132,7 +187,7 @@ def main():
         direct, _ = iperf_best(BASE + 10)
         print(f"{'direct':13s} {direct:6.2f} Gbit/s")
         for name, b, port in (("docker-proxy", DOCKER, BASE + 11), ("ferry-proxy", FERRY, BASE + 12)):
-            p, _ = spawn(b, port, BASE + 10)
+            p = Spawned(spawn(b, port, BASE + 10)[0])
             c0 = cpu_seconds(p.pid)
             gbps, nbytes = iperf_best(port)
             c1 = cpu_seconds(p.pid)
@@ -146,6 +201,11 @@ def main():
     for name, b, port in (("docker-proxy", DOCKER, BASE + 20), ("ferry-proxy", FERRY, BASE + 30)):
         base, loaded, after = idle_rss(b, port, port + 1)
         print(f"{name:13s} {base:7d} / {loaded:7d} / {after:7d}")
+
+    print("== daemon with 1,000 TCP mappings (one process)")
+    base, loaded, dt, added = daemon_rss()
+    print(f"ferry-proxy daemon RSS {base} KiB empty, {loaded} KiB with {added} mappings; 1,000 POSTs in {dt:.2f} s")
+    print("   (docker-proxy: 1,000 processes; its per-process RSS at start is printed above)")
 
 
 if __name__ == "__main__":

@@ -9,8 +9,9 @@
 //! - SIGINT/SIGTERM close everything and exit 0.
 //!
 //! Start-up is kept minimal so the ready signal comes fast: bind with plain std sockets,
-//! build a current-thread runtime (no worker threads to spawn), register the signal
-//! handlers, then report ready — a signal can never arrive before its handler exists.
+//! report ready as soon as the socket listens (SIGINT/SIGTERM blocked until their handlers
+//! exist, so an early stop is still a clean exit 0), then build a current-thread runtime
+//! (no worker threads to spawn).
 //!
 //! Unlike docker-proxy, a missing fd 3 is not fatal: errors then go to stderr only, which
 //! makes the mode usable by hand.
@@ -303,6 +304,11 @@ pub fn main(args: &[String]) -> i32 {
             return status.fail(&format!("{what}: {e}"));
         }
     };
+    // The socket is listening: connections queue in its backlog from here on, so report
+    // ready now, before the runtime exists. SIGINT/SIGTERM are held pending until their
+    // handlers are installed, so an early stop still ends in a clean exit 0.
+    let previous_mask = block_stop_signals();
+    status.ready();
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -310,17 +316,39 @@ pub fn main(args: &[String]) -> i32 {
         Ok(r) => r,
         Err(e) => return status.fail(&format!("starting the runtime: {e}")),
     };
-    let result = runtime.block_on(serve(config, socket, &mut status));
+    let result = runtime.block_on(serve(config, socket, previous_mask));
     match result {
         Ok(()) => 0,
         Err(msg) => status.fail(&msg),
     }
 }
 
+/// Blocks SIGINT and SIGTERM on this thread (they stay pending); returns the old mask.
+fn block_stop_signals() -> libc::sigset_t {
+    // SAFETY: sigset manipulation on local values; pthread_sigmask on the calling thread.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old);
+        old
+    }
+}
+
+/// Restores the signal mask saved by [`block_stop_signals`]; pending signals arrive now.
+fn restore_signal_mask(old: &libc::sigset_t) {
+    // SAFETY: restoring a mask obtained from pthread_sigmask.
+    unsafe {
+        libc::pthread_sigmask(libc::SIG_SETMASK, old, std::ptr::null_mut());
+    }
+}
+
 async fn serve(
     config: CompatConfig,
     socket: InheritedSocket,
-    status: &mut StatusPipe,
+    previous_mask: libc::sigset_t,
 ) -> Result<(), String> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut sigterm =
@@ -354,7 +382,7 @@ async fn serve(
             tokio::spawn(udp::serve(socket, config.backend, shared))
         }
     };
-    status.ready();
+    restore_signal_mask(&previous_mask);
     tokio::select! {
         _ = sigterm.recv() => {}
         _ = sigint.recv() => {}

@@ -214,3 +214,16 @@ fn version_flag_prints_and_exits_zero() {
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("ferry-proxy"));
 }
+
+#[test]
+fn sigterm_right_after_the_ready_byte_still_exits_zero() {
+    require_root();
+    for _ in 0..5 {
+        let host: SocketAddr = format!("127.0.0.1:{}", PORTS.take()).parse().unwrap();
+        let args = compat_args("tcp", host, "127.0.0.1:9".parse().unwrap());
+        let mut p = spawn_proxy(&refs(&args), None, None);
+        assert_eq!(p.read_status(), b"0\n");
+        p.signal(Signal::SIGTERM);
+        assert_eq!(p.wait_code(), Some(0));
+    }
+}

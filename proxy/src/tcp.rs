@@ -109,9 +109,13 @@ pub async fn serve(listener: TcpListener, backend: SocketAddr, shared: Arc<TcpSh
                 MappingStats::add(&shared.stats.refused_connections, refused.unwrap_or(0));
                 tokio::time::sleep(EXHAUSTION_BACKOFF).await;
             }
-            Err(_) => {
-                // ECONNABORTED and friends: the client gave up before we accepted.
+            Err(e) => {
                 MappingStats::add(&shared.stats.errors, 1);
+                // ECONNABORTED: the client gave up before we accepted; try the next one at
+                // once. Anything else may repeat: pause so the loop cannot spin.
+                if e.raw_os_error() != Some(libc::ECONNABORTED) {
+                    tokio::time::sleep(EXHAUSTION_BACKOFF).await;
+                }
             }
         }
     }

@@ -30,6 +30,8 @@ use tokio::task::JoinHandle;
 /// Largest UDP payload over IPv4 (65,535 − 8 − 20); the buffers hold a little more.
 pub const MAX_DATAGRAM: usize = 65_507;
 const BUFFER_SIZE: usize = 65_536;
+/// Datagrams handled per wake-up before the receive loop yields to timers and signals.
+const BATCH: usize = 64;
 
 /// Tunables of a UDP mapping.
 #[derive(Debug, Clone)]
@@ -108,6 +110,14 @@ pub async fn serve(socket: UdpSocket, backend: SocketAddr, shared: Arc<UdpShared
                     Ok((n, client, dst)) => {
                         let now = clock.elapsed().as_millis() as u64;
                         on_datagram(&buf[..n], client, dst, now, backend, &listener, &mut flows, &shared, clock);
+                        // Drain what else is queued before going back through select!, whose
+                        // timer and signal futures cost more than a datagram does.
+                        for _ in 0..BATCH {
+                            match listener.try_io(Interest::READABLE, || recv_with_dst(fd, &mut buf)) {
+                                Ok((n, client, dst)) => on_datagram(&buf[..n], client, dst, now, backend, &listener, &mut flows, &shared, clock),
+                                Err(_) => break,
+                            }
+                        }
                     }
                     Err(e) => {
                         MappingStats::add(&shared.stats.errors, 1);

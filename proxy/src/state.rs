@@ -273,6 +273,11 @@ impl StateStore {
     /// Reads the saved mappings; a missing file means none.
     pub fn load(&self) -> Result<Vec<MappingSpec>> {
         let path = self.path();
+        // A previous daemon killed mid-save may have left its temp file; the committed state
+        // is `path` alone, so the leftover is garbage (see `write_atomic`).
+        if let Some(tmp) = temp_path(&path) {
+            let _ = fs::remove_file(tmp);
+        }
         let bytes = match fs::read(&path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -300,15 +305,21 @@ impl StateStore {
     }
 }
 
+/// The fixed temp name `write_atomic` uses for `path`.
+fn temp_path(path: &Path) -> Option<PathBuf> {
+    let name = path.file_name()?.to_str()?;
+    Some(path.with_file_name(format!(".{name}.tmp")))
+}
+
 /// Atomically replaces `path` with `bytes` (see [`StateStore::save`]).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(
-        ".{}.tmp.{}",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("state"),
-        std::process::id()
-    ));
+    // A fixed temp name, not a per-process one: saves are serialised (the daemon holds its
+    // mappings lock while persisting), and a daemon SIGKILLed between write and rename leaves
+    // a file the next save truncates and renames away, instead of litter that accumulates
+    // with every crash. O_NOFOLLOW keeps a planted symlink from being written through.
+    let tmp = temp_path(path).unwrap_or_else(|| dir.join(".state.tmp"));
     let result = (|| {
         let mut f = fs::OpenOptions::new()
             .write(true)

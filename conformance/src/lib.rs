@@ -8,6 +8,7 @@
 pub mod cli;
 pub mod exec;
 pub mod harness;
+pub mod portmap_index;
 pub mod report;
 pub mod runtime;
 pub mod schema;

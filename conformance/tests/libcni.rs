@@ -152,6 +152,7 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
+        ferry_conformance::portmap_index::remove_for(Path::new(&self.path()));
         let _ = Command::new("ip").args(["netns", "del", &self.0]).output();
     }
 }

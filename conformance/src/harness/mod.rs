@@ -81,6 +81,7 @@ impl NetnsGuard {
 
 impl Drop for NetnsGuard {
     fn drop(&mut self) {
+        crate::portmap_index::remove_for(&self.path);
         let _ = std::process::Command::new("ip")
             .args(["netns", "del", &self.name])
             .output();

@@ -108,6 +108,10 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
+        ferry_conformance::portmap_index::remove_for(std::path::Path::new(&format!(
+            "/var/run/netns/{}",
+            self.0
+        )));
         let _ = run("ip", &["netns", "del", &self.0]);
     }
 }

@@ -71,9 +71,7 @@ demo:
 install: release
 	install -d "$(DESTDIR)$(CNI_BIN)" "$(DESTDIR)$(PREFIX)/bin"
 	for p in $(PLUGINS); do install -m 0755 "$(RELEASE)/$$p" "$(DESTDIR)$(CNI_BIN)/$$p"; done
-	for b in ferry-proxy ferry; do \
-	  if [ -x "$(RELEASE)/$$b" ]; then install -m 0755 "$(RELEASE)/$$b" "$(DESTDIR)$(PREFIX)/bin/$$b"; fi; \
-	done
+	for b in ferry-proxy ferry; do install -m 0755 "$(RELEASE)/$$b" "$(DESTDIR)$(PREFIX)/bin/$$b"; done
 
 # libFuzzer targets on stable Rust (coverage flags only; see fuzz/run.sh). FUZZ_SECONDS per target.
 FUZZ_SECONDS ?= 60

@@ -10,7 +10,6 @@
 
 use serde_json::{json, Value};
 use std::io::{Read, Write};
-use std::os::fd::AsRawFd;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -135,48 +134,18 @@ impl Netns {
     }
     /// [`Netns::cookie`], None when it cannot be read (never panics: used in `drop`).
     pub fn try_cookie(&self) -> Option<u64> {
-        let path = self.path();
-        std::thread::spawn(move || {
-            let f = std::fs::File::open(&path).ok()?;
-            // SAFETY: setns/socket/getsockopt on valid fds, in a thread that exits afterwards
-            // (so no other code ever runs in the switched namespace).
-            unsafe {
-                if libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) != 0 {
-                    return None;
-                }
-                let s = libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0);
-                if s < 0 {
-                    return None;
-                }
-                let mut cookie: u64 = 0;
-                let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
-                let r = libc::getsockopt(
-                    s,
-                    libc::SOL_SOCKET,
-                    71, /* SO_NETNS_COOKIE */
-                    (&mut cookie as *mut u64).cast(),
-                    &mut len,
-                );
-                libc::close(s);
-                (r == 0).then_some(cookie)
-            }
-        })
-        .join()
-        .ok()
-        .flatten()
+        ferry_conformance::portmap_index::cookie_of(std::path::Path::new(&self.path()))
     }
     /// portmap's index directory for this namespace.
     pub fn portmap_index(&self) -> PathBuf {
-        PathBuf::from(format!("/run/ferry/portmap/ns-{}", self.cookie()))
+        ferry_conformance::portmap_index::dir_for_cookie(self.cookie())
     }
 }
 
 impl Drop for Netns {
     fn drop(&mut self) {
         // portmap's index of this namespace would outlive it (tmpfs, keyed by the cookie).
-        if let Some(c) = self.try_cookie() {
-            let _ = std::fs::remove_dir_all(format!("/run/ferry/portmap/ns-{c}"));
-        }
+        ferry_conformance::portmap_index::remove_for(std::path::Path::new(&self.path()));
         let _ = ip(&["netns", "del", &self.name]);
     }
 }

@@ -6,7 +6,12 @@ PREFIX  ?= /usr/local
 DESTDIR ?=
 CNI_BIN ?= /opt/cni/bin
 PLUGINS := bridge host-local portmap
-RELEASE := target/release
+# Release binaries are linked statically (glibc, +crt-static): a plugin is a process started
+# once per container operation, and skipping the dynamic loader takes ~0.5 ms off every call
+# (VERSION 1.3 → 0.8 ms here). The explicit --target keeps the flag off proc-macros and build
+# scripts, which cannot be static.
+TRIPLE  := $(shell rustc -vV | sed -n 's/^host: //p')
+RELEASE := target/$(TRIPLE)/release
 
 .PHONY: all build release test lint unit-test check-root demo install bench bench-quick conformance fuzz help clean
 
@@ -26,7 +31,7 @@ build:
 	$(CARGO) build --workspace --all-targets
 
 release:
-	$(CARGO) build --release --workspace --bins
+	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build --release --target $(TRIPLE) --workspace --bins
 
 lint:
 	$(CARGO) fmt --all -- --check
@@ -59,10 +64,10 @@ conformance: check-root
 	./target/debug/ferry conformance --plugins /usr/lib/cni --profile reference $(REFERENCE_DEVIATIONS)
 
 bench: check-root release
-	$(CARGO) run --release -p ferry-bench -- --out bench/out
+	$(CARGO) run --release -p ferry-bench -- --ferry-bin $(RELEASE) --out bench/out
 
 bench-quick: check-root release
-	$(CARGO) run --release -p ferry-bench -- --quick --out bench/out
+	$(CARGO) run --release -p ferry-bench -- --ferry-bin $(RELEASE) --quick --out bench/out
 
 # The three-tier example from the Docker guides, built with ferry, on this host (needs root).
 demo:

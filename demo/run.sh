@@ -77,6 +77,42 @@ demo_daemons() {
   done
 }
 
+# portmap keeps a shared layout (the reference's CNI-HOSTPORT-* chains and their jumps) and a
+# port index in /run/ferry/portmap after its last DEL, as the reference does. If the demo is
+# what brought them to this host, the teardown removes them again once no container uses them.
+shared_layout() {
+  local t
+  for t in iptables ip6tables; do
+    "$t-save" -t nat 2>/dev/null | grep -q '^:CNI-HOSTPORT-DNAT ' && echo "$t"
+  done
+}
+HAD_LAYOUT=$(shared_layout)
+HAD_INDEX=$(ls /run/ferry/portmap 2>/dev/null)
+
+remove_shared_layout_if_ours() {
+  local t
+  for t in iptables ip6tables; do
+    grep -qx "$t" <<<"$HAD_LAYOUT" && continue
+    "$t-save" -t nat 2>/dev/null | grep -q '^:CNI-HOSTPORT-DNAT ' || continue
+    # Still in use by some container: a per-container jump in CNI-HOSTPORT-DNAT.
+    "$t" -t nat -S CNI-HOSTPORT-DNAT 2>/dev/null | grep -q -- '^-A ' && continue
+    "$t" -t nat -D PREROUTING -m addrtype --dst-type LOCAL -j CNI-HOSTPORT-DNAT 2>/dev/null
+    "$t" -t nat -D OUTPUT -m addrtype --dst-type LOCAL -j CNI-HOSTPORT-DNAT 2>/dev/null
+    "$t" -t nat -D POSTROUTING -m comment --comment "CNI portfwd requiring masquerade" -j CNI-HOSTPORT-MASQ 2>/dev/null
+    local c
+    for c in CNI-HOSTPORT-DNAT CNI-HOSTPORT-MASQ CNI-HOSTPORT-SETMARK; do
+      "$t" -t nat -F "$c" 2>/dev/null
+      "$t" -t nat -X "$c" 2>/dev/null
+    done
+  done
+  local d
+  for d in /run/ferry/portmap/*; do
+    [ -e "$d" ] || continue
+    grep -qx "$(basename "$d")" <<<"$HAD_INDEX" || rm -rf "$d"
+  done
+  rmdir /run/ferry/portmap /run/ferry 2>/dev/null || true
+}
+
 teardown() {
   # Finish the cleanup whatever happens to the terminal or the pipe we print to.
   trap - EXIT
@@ -96,6 +132,7 @@ teardown() {
   local pid
   for pid in $(demo_daemons); do kill "$pid" 2>/dev/null; done
   for _ in $(seq 50); do [ -z "$(demo_daemons)" ] && break; sleep 0.1; done
+  remove_shared_layout_if_ours
 
   local left=()
   for ns in "${NETNS[@]}"; do [ -e "/var/run/netns/$ns" ] && left+=("netns $ns"); done
@@ -109,6 +146,9 @@ teardown() {
   while read -r l; do [ -n "$l" ] && left+=("cache entry $l"); done < <(find "$DEMO/cache/results" -type f 2>/dev/null)
   for id in "${IDS[@]}"; do
     while read -r l; do [ -n "$l" ] && left+=("portmap claim $l"); done < <(grep -rl -- "$id" /run/ferry/portmap 2>/dev/null)
+  done
+  for t in $(shared_layout); do
+    grep -qx "$t" <<<"$HAD_LAYOUT" || left+=("$t: portmap's shared CNI-HOSTPORT-* chains")
   done
   for pid in $(demo_daemons); do left+=("ferry-proxy daemon pid $pid"); done
   for pid in "${PIDS[@]}"; do kill -0 "$pid" 2>/dev/null && left+=("server process $pid"); done

@@ -5,29 +5,17 @@
 //! tests run in parallel without touching the machine's firewall. Around the host: a
 //! container namespace (veth `c0`/`eth0`) and an "outside" client namespace (veth `o0`/`eth0`).
 
+mod common;
+use common::{must, netns_cookie, sh};
 use serde_json::{json, Value};
 use std::io::Write;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 const PORTMAP: &str = env!("CARGO_BIN_EXE_portmap");
 const REFERENCE: &str = "/usr/lib/cni/portmap";
 static COUNTER: AtomicU32 = AtomicU32::new(0);
-
-fn sh(args: &[&str]) -> Output {
-    Command::new(args[0]).args(&args[1..]).output().unwrap()
-}
-
-fn must(args: &[&str]) -> String {
-    let out = sh(args);
-    assert!(
-        out.status.success(),
-        "{args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 /// Namespaces of one test, deleted on drop (also when the test panics).
 struct Topo {
@@ -274,31 +262,7 @@ impl Topo {
     }
 
     fn run(&self, plugin: &str, command: &str, id: &str, conf: &Value) -> Result<Value, Value> {
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", &self.host, plugin])
-            .env("CNI_COMMAND", command)
-            .env("CNI_CONTAINERID", id)
-            .env("CNI_NETNS", format!("/var/run/netns/{}", self.ctr))
-            .env("CNI_IFNAME", "eth0")
-            .env("CNI_PATH", "/usr/lib/cni")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(conf.to_string().as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
-        let stdout: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-        if out.status.success() {
-            Ok(stdout)
-        } else {
-            Err(json!({"error": stdout, "stderr": String::from_utf8_lossy(&out.stderr)}))
-        }
+        common::run_plugin(&self.host, &self.ctr, plugin, command, id, conf)
     }
 
     fn ferry(&self, command: &str, id: &str, conf: &Value) -> Result<Value, Value> {
@@ -343,32 +307,6 @@ impl Topo {
         }
         out
     }
-}
-
-/// SO_NETNS_COOKIE of a named namespace, read from a thread that enters it.
-fn netns_cookie(ns: &str) -> u64 {
-    let path = format!("/var/run/netns/{ns}");
-    std::thread::spawn(move || {
-        let f = std::fs::File::open(&path).unwrap();
-        nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
-        // SAFETY: socket/getsockopt/close with a correctly sized buffer.
-        unsafe {
-            let fd = libc::socket(libc::AF_UNIX, libc::SOCK_DGRAM, 0);
-            let mut cookie: u64 = 0;
-            let mut len = 8 as libc::socklen_t;
-            libc::getsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                71,
-                (&mut cookie as *mut u64).cast(),
-                &mut len,
-            );
-            libc::close(fd);
-            cookie
-        }
-    })
-    .join()
-    .unwrap()
 }
 
 fn conf(backend: &str, mappings: Value, ips: &[&str], extra: Value) -> Value {

@@ -8,10 +8,12 @@
 //! then deletes the namespaces. Names: prefix `flh`, addresses 10.213.176.0/20 and
 //! fd00:213:176::/56, host ports 18080–18099 (private to each test's namespace).
 
+mod common;
+use common::{must, netns_cookie, sh};
 use serde_json::{json, Value};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -28,20 +30,6 @@ const O4: &str = "10.213.177.2";
 const HOST_O6: &str = "fd00:213:176:1::1";
 const O6: &str = "fd00:213:176:1::2";
 const PORT: u16 = 18080;
-
-fn sh(args: &[&str]) -> Output {
-    Command::new(args[0]).args(&args[1..]).output().unwrap()
-}
-
-fn must(args: &[&str]) -> String {
-    let out = sh(args);
-    assert!(
-        out.status.success(),
-        "{args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 /// portmap finds `ferry-proxy` next to itself; `make test` builds every binary first, a
 /// lone `cargo test -p portmap` may not have, so build it once.
@@ -109,26 +97,6 @@ fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static)
     })
     .join()
     .unwrap()
-}
-
-fn netns_cookie(ns: &str) -> u64 {
-    in_netns(ns, || {
-        // SAFETY: socket/getsockopt/close with a correctly sized buffer.
-        unsafe {
-            let fd = libc::socket(libc::AF_UNIX, libc::SOCK_DGRAM, 0);
-            let mut cookie: u64 = 0;
-            let mut len = 8 as libc::socklen_t;
-            libc::getsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                71,
-                (&mut cookie as *mut u64).cast(),
-                &mut len,
-            );
-            libc::close(fd);
-            cookie
-        }
-    })
 }
 
 /// One test's namespaces, daemon and files, all removed on drop.
@@ -328,31 +296,7 @@ impl Topo {
     }
 
     fn run(&self, command: &str, id: &str, conf: &Value) -> Result<Value, Value> {
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", &self.host, PORTMAP])
-            .env("CNI_COMMAND", command)
-            .env("CNI_CONTAINERID", id)
-            .env("CNI_NETNS", format!("/var/run/netns/{}", self.ctr))
-            .env("CNI_IFNAME", "eth0")
-            .env("CNI_PATH", "/usr/lib/cni")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(conf.to_string().as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
-        let stdout: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-        if out.status.success() {
-            Ok(stdout)
-        } else {
-            Err(json!({"error": stdout, "stderr": String::from_utf8_lossy(&out.stderr)}))
-        }
+        common::run_plugin(&self.host, &self.ctr, PORTMAP, command, id, conf)
     }
 
     fn in_host(&self, args: &[&str]) -> String {

@@ -336,11 +336,53 @@ impl Nft {
         })
     }
 
+    /// Runs `nft -t -j list <what…>`: the terse listing leaves out set and map elements,
+    /// so its cost does not grow with them. `None` when the object does not exist.
+    pub fn list_json_terse(&self, object: &[&str], what: &str) -> Result<Option<Value>> {
+        let mut args = vec!["-t", "-j", "list"];
+        args.extend_from_slice(object);
+        let out = run("nft", &args, None, what)?;
+        if out.status != 0 {
+            if out.stderr.contains("No such file or directory")
+                || out.stderr.contains("does not exist")
+            {
+                return Ok(None);
+            }
+            return Err(Error::tool(what, "nft", &out.stderr, &args.join(" ")));
+        }
+        serde_json::from_str(&out.stdout).map(Some).map_err(|e| {
+            Error::tool(
+                what,
+                "nft",
+                &format!("unreadable JSON from nft -j: {e}"),
+                "",
+            )
+        })
+    }
+
+    /// Runs `nft get element <family> <table> <set> { <key> }`: the element as nft prints
+    /// it (with data and comment), or `None` when it (or the set) does not exist.
+    pub fn get_element_text(
+        &self,
+        family: Family,
+        table: &str,
+        set: &str,
+        key: &str,
+        what: &str,
+    ) -> Result<Option<String>> {
+        let key = format!("{{ {key} }}");
+        self.list_text_args(&["get", "element", family.nft(), table, set, &key], what)
+    }
+
     /// Runs `nft list <what…>` and returns its text; `None` when the object does not exist.
     pub fn list_text(&self, object: &[&str], what: &str) -> Result<Option<String>> {
         let mut args = vec!["list"];
         args.extend_from_slice(object);
-        let out = run("nft", &args, None, what)?;
+        self.list_text_args(&args, what)
+    }
+
+    fn list_text_args(&self, args: &[&str], what: &str) -> Result<Option<String>> {
+        let out = run("nft", args, None, what)?;
         if out.status != 0 {
             if out.stderr.contains("No such file or directory")
                 || out.stderr.contains("does not exist")

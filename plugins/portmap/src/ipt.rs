@@ -298,6 +298,7 @@ pub fn foreign_owners(family: Family, known: &[String]) -> Result<Vec<Owner>> {
             families: vec![fam],
             foreign: true,
             claims,
+            nft: Vec::new(),
         });
     }
     Ok(owners)

@@ -1,70 +1,53 @@
 //! Installing, checking and removing one attachment's nftables rules (table `cni_hostport`).
 //!
-//! ADD is one transaction of a fixed size: it (re)declares ferry's base chains and maps, and
-//! adds the attachment's chain plus one verdict-map element per host port. DEL reads only the
-//! attachment's own chain, whose DNAT rules carry their map keys as comments.
+//! An attachment is only elements of ferry's maps and sets (see [`crate::rules`]): ADD adds
+//! them, DEL deletes them by key (from the port index) or, when the index has no record, by
+//! their comment (the attachment's `CNI-DN-<hash>` name). Attachments of the previous layout
+//! (a `CNI-DN-…` chain reached through verdict maps) are still removed, and that layout's
+//! base chains and maps go once the last of them is gone.
 
 use crate::rules::{
-    masq_rule, parse_nft_key_comment, FamilyAttachment, NFT_ANY_MAP, NFT_HOSTIP_MAP,
-    NFT_MASQUERADING, NFT_OUTPUT, NFT_PREROUTING, NFT_TABLE, NFT_TABLE_COMMENT,
+    legacy, masq_rule, nft_base_rules, nft_declarations, parse_legacy_nft_key_comment,
+    parse_nft_hairpin_set, FamilyAttachment, NftElement, NFT_MASQUERADING, NFT_OUTPUT,
+    NFT_PREROUTING, NFT_TABLE, NFT_TABLE_COMMENT,
 };
 use cni::{code, Error, Result};
 use firewall::nftables::{listed_rules, BaseChain, Batch, Nft};
 use firewall::{Executor, Family};
+use serde_json::Value;
 
-fn addr_type(family: Family) -> &'static str {
-    match family {
-        Family::V4 => "ipv4_addr",
-        Family::V6 => "ipv6_addr",
-    }
-}
-
-/// The two lookups of ferry's base chains: local destination, then the verdict maps (the
-/// lookup itself is the verdict; a miss falls through).
-fn base_rules(family: Family, conditions: &[String]) -> Vec<String> {
-    let prefix = if conditions.is_empty() {
-        String::new()
-    } else {
-        format!("{} ", conditions.join(" "))
-    };
-    vec![
-        format!("{prefix}fib daddr type local {} daddr . meta l4proto . th dport vmap @{NFT_HOSTIP_MAP}", family.nft()),
-        format!("{prefix}fib daddr type local meta l4proto . th dport vmap @{NFT_ANY_MAP}"),
-    ]
-}
+const WHAT_ADD: &str = "installing port mappings in nftables table cni_hostport";
 
 /// Installs the attachment in its family.
 ///
-/// With `shared_known_good` (this config's base chains were declared moments ago) only the
-/// attachment's own chain and map elements are sent: re-adding existing chains makes the
-/// kernel commit cost several milliseconds. If that fails (table or maps gone), the full
-/// transaction runs.
+/// With `shared_known_good` (the base chains, maps and this attachment's hairpin sets were
+/// declared moments ago) only the elements are sent. Otherwise, or if that fails (table or
+/// sets gone), the full layout is declared again: base chains rebuilt with the hairpin
+/// prefixes already in the table plus this attachment's.
 pub fn add(att: &FamilyAttachment, shared_known_good: bool) -> Result<()> {
+    let elements = att.nft_elements();
+    let chain = att.chain();
     if shared_known_good {
         let mut b = Batch::new();
-        add_own(&mut b, att);
-        if Nft
-            .apply(
-                &b,
-                "installing port mappings in nftables table cni_hostport",
-            )
-            .is_ok()
-        {
+        add_elements(&mut b, att.family, &elements, &chain);
+        if Nft.apply(&b, WHAT_ADD).is_ok() {
             return Ok(());
         }
     }
     let f = att.family;
     let t = NFT_TABLE;
+    let mut prefixes = declared_prefixes(f)?;
+    prefixes.extend(att.nft_hairpin_prefixes());
+    prefixes.sort_unstable();
+    prefixes.dedup();
     let mut b = Batch::new();
     b.add_table(f, t, Some(NFT_TABLE_COMMENT));
-    b.add_map(f, t, NFT_ANY_MAP, "inet_proto . inet_service", "verdict");
-    b.add_map(
-        f,
-        t,
-        NFT_HOSTIP_MAP,
-        &format!("{} . inet_proto . inet_service", addr_type(f)),
-        "verdict",
-    );
+    for (name, kind, ty) in nft_declarations(f, &prefixes) {
+        b.raw(format!(
+            "add {kind} {} {t} {name} {{ type {ty} ; }}",
+            f.nft()
+        ));
+    }
     let hooks = [
         (
             NFT_PREROUTING,
@@ -84,10 +67,11 @@ pub fn add(att: &FamilyAttachment, shared_known_good: bool) -> Result<()> {
             },
         ),
     ];
+    let rules = nft_base_rules(f, att.conf.conditions(f), att.conf.mark, &prefixes);
     for (name, base) in &hooks {
         b.add_chain(f, t, name, Some(base));
         b.flush_chain(f, t, name);
-        for r in base_rules(f, att.conf.conditions(f)) {
+        for r in &rules {
             b.raw(format!("add rule {} {t} {name} {r}", f.nft()));
         }
     }
@@ -101,67 +85,207 @@ pub fn add(att: &FamilyAttachment, shared_known_good: bool) -> Result<()> {
         b.flush_chain(f, t, NFT_MASQUERADING);
         b.add_rule(f, t, NFT_MASQUERADING, &masq_rule(att.conf.mark));
     }
-    add_own(&mut b, att);
-    Nft.apply(
-        &b,
-        "installing port mappings in nftables table cni_hostport",
-    )?;
+    add_elements(&mut b, f, &elements, &chain);
+    Nft.apply(&b, WHAT_ADD)?;
     Ok(())
 }
 
-/// The attachment's chain, rules and verdict-map elements.
-fn add_own(b: &mut Batch, att: &FamilyAttachment) {
-    let (f, t) = (att.family, NFT_TABLE);
-    let chain = att.chain();
-    b.add_chain(f, t, &chain, None);
-    b.flush_chain(f, t, &chain);
-    for r in att.nft_chain_rules() {
-        b.add_rule(f, t, &chain, &r);
-    }
-    for (map, element) in att.nft_elements() {
-        b.add_element(f, t, map, &[element]);
+fn add_elements(b: &mut Batch, family: Family, elements: &[NftElement], comment: &str) {
+    for e in elements {
+        b.add_element(family, NFT_TABLE, &e.set, &[e.render(comment)]);
     }
 }
 
-/// Removes the attachment's chain and map elements in `family`; false when there was none.
+/// Hairpin prefix lengths whose sets exist in the family's table (terse listing: no
+/// elements are read, so this does not grow with the number of mappings).
+fn declared_prefixes(family: Family) -> Result<Vec<u8>> {
+    let Some(doc) = Nft.list_json_terse(
+        &["table", family.nft(), NFT_TABLE],
+        "reading the sets of nftables table cni_hostport",
+    )?
+    else {
+        return Ok(Vec::new());
+    };
+    Ok(set_names(&doc)
+        .iter()
+        .filter_map(|n| parse_nft_hairpin_set(n))
+        .map(|(_, p)| p)
+        .collect())
+}
+
+/// Names of the sets and maps in `nft -j list …` output.
+fn set_names(doc: &Value) -> Vec<String> {
+    doc.get("nftables")
+        .and_then(Value::as_array)
+        .map(|items| {
+            items
+                .iter()
+                .filter_map(|i| {
+                    i.get("set")
+                        .or_else(|| i.get("map"))?
+                        .get("name")?
+                        .as_str()
+                        .map(String::from)
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Deletes recorded elements `(set, key)` in one transaction; fails without changing
+/// anything when one of them is missing.
+pub fn del_elements(family: Family, keys: &[(String, String)]) -> Result<()> {
+    let mut b = Batch::new();
+    for (set, key) in keys {
+        b.delete_element(family, NFT_TABLE, set, std::slice::from_ref(key));
+    }
+    Nft.apply(&b, "removing port mappings")?;
+    Ok(())
+}
+
+/// Removes everything of the attachment named `chain` in `family` without a record of it:
+/// elements found by their comment, and a chain of the previous layout. False when there
+/// was nothing.
 pub fn del(family: Family, chain: &str) -> Result<bool> {
-    let Some(doc) = Nft.list_json(
-        &["chain", family.nft(), NFT_TABLE, chain],
-        "reading the attachment's nft chain",
+    let Some(text) = Nft.list_text(
+        &["table", family.nft(), NFT_TABLE],
+        "reading nftables table cni_hostport",
     )?
     else {
         return Ok(false);
     };
+    let mut found = false;
+    let owned = elements_commented(&text, chain);
+    if !owned.is_empty() {
+        del_elements(family, &owned)?;
+        found = true;
+    }
+    if text.contains(&format!("chain {chain} {{")) {
+        del_legacy(family, chain)?;
+        found = true;
+    }
+    Ok(found)
+}
+
+/// `(set, key)` of every element in `nft list table` text whose comment is `comment`.
+pub fn elements_commented(table_text: &str, comment: &str) -> Vec<(String, String)> {
+    let needle = format!(" comment \"{comment}\"");
+    let mut out = Vec::new();
+    for (set, elements) in listed_elements(table_text) {
+        for e in elements {
+            if let Some((key, rest)) = e.split_once(&needle) {
+                if rest.is_empty() || rest.starts_with(" :") {
+                    out.push((set.clone(), key.trim().to_string()));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The elements of each set and map in `nft list` text: `(name, ["key comment \"c\" : data", …])`.
+pub fn listed_elements(text: &str) -> Vec<(String, Vec<String>)> {
+    let mut out = Vec::new();
+    let mut current: Option<String> = None;
+    let mut collecting: Option<String> = None;
+    for line in text.lines() {
+        let l = line.trim();
+        if let Some(buf) = collecting.as_mut() {
+            buf.push(' ');
+            buf.push_str(l);
+        } else if let Some(name) = l
+            .strip_prefix("set ")
+            .or_else(|| l.strip_prefix("map "))
+            .and_then(|r| r.strip_suffix(" {"))
+        {
+            current = Some(name.to_string());
+            continue;
+        } else if let Some(rest) = l.strip_prefix("elements = {") {
+            collecting = Some(rest.to_string());
+        } else {
+            continue;
+        }
+        let done = collecting
+            .as_deref()
+            .is_some_and(|b| b.trim_end().ends_with('}'));
+        if done {
+            let body = collecting.take().unwrap_or_default();
+            let body = body.trim_end().trim_end_matches('}');
+            let elements = split_elements(body);
+            if let Some(name) = current.clone() {
+                out.push((name, elements));
+            }
+        }
+    }
+    out
+}
+
+/// Splits an element list at commas outside quoted comments.
+fn split_elements(body: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    for c in body.chars() {
+        match c {
+            '"' => {
+                quoted = !quoted;
+                cur.push(c);
+            }
+            ',' if !quoted => {
+                out.push(cur.trim().to_string());
+                cur.clear();
+            }
+            _ => cur.push(c),
+        }
+    }
+    if !cur.trim().is_empty() {
+        out.push(cur.trim().to_string());
+    }
+    out.into_iter().filter(|e| !e.is_empty()).collect()
+}
+
+/// Removes an attachment of the previous layout (its chain and the verdict-map elements
+/// that jump to it), then that layout's base chains and maps once no element is left.
+pub fn del_legacy(family: Family, chain: &str) -> Result<()> {
+    let doc = Nft.list_json(
+        &["chain", family.nft(), NFT_TABLE, chain],
+        "reading the attachment's nft chain",
+    )?;
     let mut keys: Vec<(&'static str, String)> = Vec::new();
-    for r in listed_rules(&doc) {
-        if let Some(k) = r.comment.as_deref().and_then(parse_nft_key_comment) {
+    for r in doc.as_ref().map(listed_rules).unwrap_or_default() {
+        if let Some(k) = r.comment.as_deref().and_then(parse_legacy_nft_key_comment) {
             if !keys.contains(&k) {
                 keys.push(k);
             }
         }
     }
-    if del_known(family, chain, &keys).is_ok() {
-        return Ok(true);
+    if doc.is_none() || del_legacy_known(family, chain, &keys).is_err() {
+        // Some element is gone or was never ours: find every element that jumps to the chain.
+        let mut b = Batch::new();
+        for map in [legacy::ANY_MAP, legacy::HOSTIP_MAP] {
+            let text = Nft.list_text(
+                &["map", family.nft(), NFT_TABLE, map],
+                "reading a cni_hostport map",
+            )?;
+            let keys = elements_jumping_to(text.as_deref().unwrap_or(""), chain);
+            b.delete_element(family, NFT_TABLE, map, &keys);
+        }
+        if doc.is_some() {
+            b.flush_chain(family, NFT_TABLE, chain);
+            b.delete_chain(family, NFT_TABLE, chain);
+        }
+        Nft.apply(&b, "removing port mappings")?;
     }
-    // Some element is gone or was never ours: find every element that jumps to the chain.
-    let mut b = Batch::new();
-    for map in [NFT_ANY_MAP, NFT_HOSTIP_MAP] {
-        let text = Nft.list_text(
-            &["map", family.nft(), NFT_TABLE, map],
-            "reading a cni_hostport map",
-        )?;
-        let keys = elements_jumping_to(text.as_deref().unwrap_or(""), chain);
-        b.delete_element(family, NFT_TABLE, map, &keys);
-    }
-    b.flush_chain(family, NFT_TABLE, chain);
-    b.delete_chain(family, NFT_TABLE, chain);
-    Nft.apply(&b, "removing port mappings")?;
-    Ok(true)
+    drop_unused_legacy_layout(family)
 }
 
-/// Removes the chain and its map elements in one transaction when the keys are known; fails
-/// without changing anything when one of them is missing.
-pub fn del_known(family: Family, chain: &str, keys: &[(&'static str, String)]) -> Result<()> {
+/// Removes a previous-layout chain and its map elements in one transaction when the keys
+/// are known (from the index record); fails without changing anything when one is missing.
+pub fn del_legacy_known(
+    family: Family,
+    chain: &str,
+    keys: &[(&'static str, String)],
+) -> Result<()> {
     let mut fast = Batch::new();
     for (map, key) in keys {
         fast.delete_element(family, NFT_TABLE, map, std::slice::from_ref(key));
@@ -169,6 +293,44 @@ pub fn del_known(family: Family, chain: &str, keys: &[(&'static str, String)]) -
     fast.flush_chain(family, NFT_TABLE, chain);
     fast.delete_chain(family, NFT_TABLE, chain);
     Nft.apply(&fast, "removing port mappings")?;
+    drop_unused_legacy_layout(family)
+}
+
+/// Deletes the previous layout's base chains and verdict maps when neither map has an
+/// element left (the new layout never uses them).
+fn drop_unused_legacy_layout(family: Family) -> Result<()> {
+    let mut b = Batch::new();
+    for map in [legacy::ANY_MAP, legacy::HOSTIP_MAP] {
+        let text = Nft.list_text(
+            &["map", family.nft(), NFT_TABLE, map],
+            "reading a cni_hostport map",
+        )?;
+        match text {
+            Some(t) if t.contains("elements = {") => return Ok(()),
+            Some(_) => {}
+            None => continue,
+        }
+    }
+    for chain in [legacy::PREROUTING, legacy::OUTPUT] {
+        if Nft
+            .list_text(
+                &["chain", family.nft(), NFT_TABLE, chain],
+                "reading a chain",
+            )?
+            .is_some()
+        {
+            b.delete_chain(family, NFT_TABLE, chain);
+        }
+    }
+    for map in [legacy::ANY_MAP, legacy::HOSTIP_MAP] {
+        if Nft
+            .list_text(&["map", family.nft(), NFT_TABLE, map], "reading a map")?
+            .is_some()
+        {
+            b.raw(format!("delete map {} {NFT_TABLE} {map}", family.nft()));
+        }
+    }
+    Nft.apply(&b, "removing the previous ferry nftables layout")?;
     Ok(())
 }
 
@@ -208,12 +370,9 @@ pub fn del_reference_rules(family: Family, container_id: &str) -> Result<bool> {
 
 /// Keys of the map elements in `nft list map` text whose verdict is `jump <chain>`.
 pub fn elements_jumping_to(text: &str, chain: &str) -> Vec<String> {
-    let Some(start) = text.find("elements = {") else {
-        return Vec::new();
-    };
-    let body = &text[start + "elements = {".len()..];
-    let body = &body[..body.find('}').unwrap_or(body.len())];
-    body.split(',')
+    listed_elements(text)
+        .into_iter()
+        .flat_map(|(_, es)| es)
         .filter_map(|e| {
             let (key, verdict) = e.split_once(':')?;
             (verdict.trim() == format!("jump {chain}")).then(|| key.trim().to_string())
@@ -221,7 +380,8 @@ pub fn elements_jumping_to(text: &str, chain: &str) -> Vec<String> {
         .collect()
 }
 
-/// Verifies the attachment's chain, its map elements and ferry's base chains.
+/// Verifies the attachment's elements (key, data and comment) and that ferry's base chains
+/// look them up.
 pub fn check(att: &FamilyAttachment) -> Result<()> {
     let f = att.family;
     let chain = att.chain();
@@ -231,33 +391,22 @@ pub fn check(att: &FamilyAttachment) -> Result<()> {
             format!("port mappings of container {}: {what}", att.container_id),
         )
     };
-    let doc = Nft
-        .list_json(
-            &["chain", f.nft(), NFT_TABLE, &chain],
-            "checking port mappings",
-        )?
-        .ok_or_else(|| {
-            missing(format!(
-                "nft chain {} {NFT_TABLE} {chain} does not exist",
-                f.nft()
-            ))
-        })?;
-    let listed = listed_rules(&doc);
-    let expected = att.nft_chain_rules();
-    if listed.len() != expected.len() {
-        return Err(missing(format!(
-            "chain {chain} has {} rules, expected {}",
-            listed.len(),
-            expected.len()
-        )));
-    }
-    for (map, element) in att.nft_elements() {
-        let text = Nft
-            .list_text(&["map", f.nft(), NFT_TABLE, map], "checking port mappings")?
-            .unwrap_or_default();
-        let key = element.split(" : ").next().unwrap_or_default().to_string();
-        if !elements_jumping_to(&text, &chain).contains(&key) {
-            return Err(missing(format!("map {map} has no element `{element}`")));
+    let text = Nft
+        .list_text(&["table", f.nft(), NFT_TABLE], "checking port mappings")?
+        .ok_or_else(|| missing(format!("nft table {} {NFT_TABLE} does not exist", f.nft())))?;
+    let listed = listed_elements(&text);
+    for e in att.nft_elements() {
+        let want = e.render(&chain);
+        let present = listed
+            .iter()
+            .find(|(name, _)| *name == e.set)
+            .is_some_and(|(_, es)| es.contains(&want));
+        if !present {
+            return Err(missing(format!(
+                "{} {NFT_TABLE} {} has no element `{want}`",
+                f.nft(),
+                e.set
+            )));
         }
     }
     let mut hooks = vec![NFT_PREROUTING, NFT_OUTPUT];
@@ -265,50 +414,148 @@ pub fn check(att: &FamilyAttachment) -> Result<()> {
         hooks.push(NFT_MASQUERADING);
     }
     for hook in hooks {
-        let text = Nft.list_text(
-            &["chain", f.nft(), NFT_TABLE, hook],
-            "checking port mappings",
-        )?;
-        if text.as_deref().is_none_or(|t| !t.contains("hook")) {
-            return Err(missing(format!(
+        let body = chain_body(&text, hook).ok_or_else(|| {
+            missing(format!(
                 "base chain {hook} is missing from table {} {NFT_TABLE}",
                 f.nft()
-            )));
+            ))
+        })?;
+        let wanted: Vec<String> = if hook == NFT_MASQUERADING {
+            vec!["masquerade".into()]
+        } else {
+            att.nft_elements()
+                .iter()
+                .map(|e| format!("@{}", e.set))
+                .collect()
+        };
+        for w in wanted {
+            if !body.contains(&format!("{w} ")) && !body.contains(&format!("{w}\n")) {
+                return Err(missing(format!(
+                    "base chain {hook} of table {} {NFT_TABLE} has no rule using {w}",
+                    f.nft()
+                )));
+            }
         }
     }
     Ok(())
 }
 
-/// True when the attachment's chain exists.
-pub fn chain_exists(family: Family, chain: &str) -> bool {
-    matches!(
-        Nft.list_text(
-            &["chain", family.nft(), NFT_TABLE, chain],
-            "reading a chain"
+/// The text of `chain NAME { … }` in an `nft list table` listing, each line ending in `\n`.
+fn chain_body(text: &str, chain: &str) -> Option<String> {
+    let start = text.find(&format!("\tchain {chain} {{\n"))?;
+    let rest = &text[start..];
+    let end = rest.find("\n\t}").unwrap_or(rest.len());
+    Some(format!("{}\n", &rest[..end]))
+}
+
+/// True when the attachment still has rules: its first recorded element carries its
+/// comment, or (previous layout) its chain exists. Used to ignore stale index records.
+pub fn attachment_present(family: Family, chain: &str, first: Option<&(String, String)>) -> bool {
+    match first {
+        Some((set, key)) => matches!(
+            Nft.get_element_text(family, NFT_TABLE, set, key, "reading an element"),
+            Ok(Some(t)) if t.contains(&format!("comment \"{chain}\""))
         ),
-        Ok(Some(_))
-    )
+        None => matches!(
+            Nft.list_text(
+                &["chain", family.nft(), NFT_TABLE, chain],
+                "reading a chain"
+            ),
+            Ok(Some(_))
+        ),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// `nft list table ip cni_hostport` as nft 1.0.6 prints ferry's layout (elements of two
+    /// attachments, one of them long enough to wrap) beside a previous-layout verdict map.
+    const TABLE: &str = "table ip cni_hostport {
+\tcomment \"CNI portmap plugin\"
+\tmap ferry_hostports {
+\t\ttype inet_proto . inet_service : verdict
+\t\telements = { tcp . 8080 : jump CNI-DN-a,
+\t\t\t     udp . 53 : jump CNI-DN-b, tcp . 1 : jump CNI-DN-a }
+\t}
+
+\tmap ferry_dnat {
+\t\ttype inet_proto . inet_service : ipv4_addr . inet_service
+\t\telements = { tcp . 22060 comment \"CNI-DN-x\" : 10.213.32.5 . 80,
+\t\t\t     udp . 22061 comment \"CNI-DN-y\" : 10.213.32.6 . 53 }
+\t}
+
+\tset ferry_hairpin_24 {
+\t\ttype ipv4_addr . inet_proto . inet_service
+\t\telements = { 10.213.32.0 . tcp . 22060 comment \"CNI-DN-x\" }
+\t}
+
+\tset ferry_hairpin_32 {
+\t\ttype ipv4_addr . inet_proto . inet_service
+\t}
+
+\tchain ferry_dnat_prerouting {
+\t\ttype nat hook prerouting priority dstnat; policy accept;
+\t\tfib daddr type local ip saddr & 255.255.255.0 . meta l4proto . th dport @ferry_hairpin_24 meta mark set meta mark | 0x00002000
+\t\tfib daddr type local dnat ip to meta l4proto . th dport map @ferry_dnat
+\t}
+}
+";
+
     #[test]
-    fn finds_elements_by_verdict() {
-        let text = "table ip cni_hostport {\n\tmap ferry_hostports {\n\t\ttype inet_proto . inet_service : verdict\n\t\telements = { tcp . 8080 : jump CNI-DN-a,\n\t\t\t     udp . 53 : jump CNI-DN-b, tcp . 1 : jump CNI-DN-a }\n\t}\n}\n";
+    fn finds_elements_by_comment_and_by_verdict() {
         assert_eq!(
-            elements_jumping_to(text, "CNI-DN-a"),
+            elements_commented(TABLE, "CNI-DN-x"),
+            vec![
+                ("ferry_dnat".to_string(), "tcp . 22060".to_string()),
+                (
+                    "ferry_hairpin_24".to_string(),
+                    "10.213.32.0 . tcp . 22060".to_string()
+                ),
+            ]
+        );
+        assert_eq!(
+            elements_commented(TABLE, "CNI-DN-y"),
+            vec![("ferry_dnat".to_string(), "udp . 22061".to_string())]
+        );
+        assert!(elements_commented(TABLE, "CNI-DN-").is_empty());
+        assert_eq!(
+            elements_jumping_to(TABLE, "CNI-DN-a"),
             vec!["tcp . 8080", "tcp . 1"]
+        );
+        let listed = listed_elements(TABLE);
+        assert_eq!(listed.len(), 3, "{listed:?}");
+        assert_eq!(
+            listed[1].1,
+            [
+                "tcp . 22060 comment \"CNI-DN-x\" : 10.213.32.5 . 80",
+                "udp . 22061 comment \"CNI-DN-y\" : 10.213.32.6 . 53"
+            ]
         );
     }
 
     #[test]
-    fn base_rules_render_vmap_lookups() {
-        let r = base_rules(Family::V4, &["iifname".into(), "\"eth0\"".into()]);
+    fn chain_body_is_the_named_chain_only() {
+        let body = chain_body(TABLE, "ferry_dnat_prerouting").unwrap();
+        assert!(body.contains("@ferry_hairpin_24 "));
+        assert!(body.contains("@ferry_dnat\n"));
+        assert!(chain_body(TABLE, "ferry_dnat_output").is_none());
+    }
+
+    #[test]
+    fn set_names_from_terse_json() {
+        let doc: Value = serde_json::from_str(
+            r#"{"nftables":[{"metainfo":{}},{"table":{"family":"ip","name":"cni_hostport"}},
+            {"map":{"family":"ip","name":"ferry_dnat","table":"cni_hostport"}},
+            {"set":{"family":"ip","name":"ferry_hairpin_24","table":"cni_hostport"}},
+            {"set":{"family":"ip","name":"ferry_hostip_hairpin_32","table":"cni_hostport"}}]}"#,
+        )
+        .unwrap();
+        let names = set_names(&doc);
         assert_eq!(
-            r[0],
-            "iifname \"eth0\" fib daddr type local ip daddr . meta l4proto . th dport vmap @ferry_hostip_hostports"
+            names,
+            ["ferry_dnat", "ferry_hairpin_24", "ferry_hostip_hairpin_32"]
         );
     }
 }

@@ -2,7 +2,7 @@
 
 use crate::config::{container_addresses, not_chained, Mapping, PortMapConfig};
 use crate::rules::{dnat_chain_name, FamilyAttachment};
-use crate::state::{Claim, Owner, ProtocolName, State};
+use crate::state::{Claim, NftKey, Owner, ProtocolName, State};
 use crate::userland::{self, Daemon};
 use crate::{conntrack, host, ipt, nft, sockets};
 use cni::{code, CniResult, Error, Request, Result};
@@ -85,10 +85,13 @@ fn claims_of(att: &FamilyAttachment) -> Vec<Claim> {
         .collect()
 }
 
-fn chain_exists(backend: BackendKind, family: Family, chain: &str) -> bool {
-    match backend {
-        BackendKind::Iptables => ipt::chain_exists(family, chain),
-        BackendKind::Nftables => nft::chain_exists(family, chain),
+/// True when the attachment's rules are still in the kernel (its index record is not stale).
+fn still_installed(owner: &Owner, family: Family) -> bool {
+    match owner.backend_kind().unwrap_or(BackendKind::Iptables) {
+        BackendKind::Iptables => ipt::chain_exists(family, &owner.chain),
+        BackendKind::Nftables => {
+            nft::attachment_present(family, &owner.chain, owner.nft_keys(family).first())
+        }
     }
 }
 
@@ -114,8 +117,7 @@ fn check_conflicts(
             if owner.chain == my_chain {
                 continue;
             }
-            let backend = owner.backend_kind().unwrap_or(BackendKind::Iptables);
-            if !chain_exists(backend, held.family(), &owner.chain) {
+            if !still_installed(&owner, held.family()) {
                 // Stale: the rules are gone (flushed by hand, or the node rebooted).
                 state.forget(&owner.chain)?;
                 continue;
@@ -160,6 +162,7 @@ fn import_foreign(state: &State) -> Result<()> {
             let mut merged = state.owner(&owner.chain).unwrap_or_else(|| Owner {
                 claims: vec![],
                 families: vec![],
+                nft: vec![],
                 ..owner.clone()
             });
             merged.claims.extend(owner.claims);
@@ -234,15 +237,19 @@ fn remove_recorded(
                 &ports,
             )
         }
+        BackendKind::Nftables if !owner.nft.is_empty() => {
+            nft::del_elements(family, &owner.nft_keys(family))
+        }
         BackendKind::Nftables => {
+            // Recorded by the previous layout: a chain reached through verdict maps.
             let mut keys: Vec<(&'static str, String)> = Vec::new();
             for m in &mappings {
-                let k = crate::rules::nft_key(m);
+                let k = crate::rules::legacy_nft_key(m);
                 if !keys.contains(&k) {
                     keys.push(k);
                 }
             }
-            nft::del_known(family, &owner.chain, &keys)
+            nft::del_legacy_known(family, &owner.chain, &keys)
         }
     }
 }
@@ -353,8 +360,20 @@ fn install(
         check_conflicts(&state, &chain, &claims, daemon_holds_sockets)?;
     }
     let mut done: Vec<Family> = Vec::new();
+    let mut nft_keys = Vec::new();
     for att in atts {
-        let marker = layout_marker(conf, att.family);
+        let mut marker = layout_marker(conf, att.family);
+        if conf.backend == BackendKind::Nftables {
+            // The fast path also needs this attachment's hairpin sets and rules.
+            for p in att.nft_hairpin_prefixes() {
+                marker.push_str(&format!("-p{p}"));
+            }
+            nft_keys.extend(att.nft_elements().into_iter().map(|e| NftKey {
+                family: fam_num(att.family),
+                set: e.set,
+                key: e.key,
+            }));
+        }
         let recent = state.verified_recently(&marker, SHARED_LAYOUT_RECHECK);
         let installed = match conf.backend {
             BackendKind::Iptables => ipt::add(att, !recent),
@@ -390,6 +409,7 @@ fn install(
         families: done.iter().map(|f| fam_num(*f)).collect(),
         foreign: false,
         claims,
+        nft: nft_keys,
     })?;
     for att in atts {
         // Not when the userland proxy serves IPv4 loopback.

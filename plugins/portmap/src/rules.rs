@@ -10,9 +10,26 @@
 //! POSTROUTING (top):   -j CNI-HOSTPORT-MASQ  (mark 0x2000 → MASQUERADE)
 //! ```
 //!
-//! The nftables layout lives in table `cni_hostport` (the reference's), but jumps to the
-//! per-attachment chain through verdict maps keyed by protocol and port, so an ADD or DEL
-//! touches a fixed number of objects however many mappings exist.
+//! The nftables layout lives in table `cni_hostport` (the reference's) and has no
+//! per-attachment chain: a few fixed base-chain rules look the packet up in data maps and
+//! sets, and an attachment is only elements (each commented with its `CNI-DN-<hash>` name):
+//!
+//! ```text
+//! ferry_dnat_prerouting, ferry_dnat_output (nat, fib daddr type local):
+//!   ip saddr & <mask P> . ip daddr . meta l4proto . th dport @ferry_hostip_hairpin_<P>  mark
+//!   ip saddr & <mask P> . meta l4proto . th dport @ferry_hairpin_<P>                    mark
+//!   dnat ip to ip daddr . meta l4proto . th dport map @ferry_hostip_dnat
+//!   dnat ip to meta l4proto . th dport map @ferry_dnat
+//!   ip daddr != 127.0.0.0/8 dnat ip to meta l4proto . th dport map @ferry_dnat_nonloopback
+//! ferry_masquerading (postrouting): meta mark & 0x2000 == 0x2000 masquerade
+//! ```
+//!
+//! One pair of hairpin rules exists per source prefix length in use (the container subnet's,
+//! 32 or 128 for `127.0.0.1`, 0 for `masqAll`), declared when first needed. An ADD adds
+//! elements to hash maps and sets only: no chain, no jump, so neither nft's cache nor the
+//! kernel's commit (which re-validates every chain reachable through a jump) grows with the
+//! number of mappings. (Interval sets would avoid the per-prefix rules, but the kernel's
+//! concatenated-range set copies itself on every change: ~40 ms per ADD at 1,000 mappings.)
 
 use crate::config::{Mapping, PortMapConfig};
 use firewall::{Family, Match, Protocol, Rule, Verdict};
@@ -35,20 +52,36 @@ pub const MASQ_COMMENT: &str = "CNI portfwd requiring masquerade";
 pub const NFT_TABLE: &str = "cni_hostport";
 /// The reference's table comment.
 pub const NFT_TABLE_COMMENT: &str = "CNI portmap plugin";
-/// ferry's verdict map for mappings on every host address: `proto . port : jump CNI-DN-…`.
-pub const NFT_ANY_MAP: &str = "ferry_hostports";
-/// ferry's verdict map for mappings limited to one host address.
-pub const NFT_HOSTIP_MAP: &str = "ferry_hostip_hostports";
+/// ferry's DNAT map for mappings on every host address: `proto . port : addr . port`.
+pub const NFT_DNAT_MAP: &str = "ferry_dnat";
+/// The same for attachments whose loopback the userland proxy serves: its rule skips
+/// loopback destinations.
+pub const NFT_DNAT_NONLOOPBACK_MAP: &str = "ferry_dnat_nonloopback";
+/// ferry's DNAT map for mappings limited to one host address: `addr . proto . port : addr . port`.
+pub const NFT_HOSTIP_DNAT_MAP: &str = "ferry_hostip_dnat";
 /// ferry's base chains (distinct from the reference's `prerouting`/`output`, which its ADD
-/// flushes).
-pub const NFT_PREROUTING: &str = "ferry_prerouting";
+/// flushes, and from the previous ferry layout's `ferry_prerouting`/`ferry_output`, which
+/// keep serving attachments made before an upgrade until they are deleted).
+pub const NFT_PREROUTING: &str = "ferry_dnat_prerouting";
 /// See [`NFT_PREROUTING`].
-pub const NFT_OUTPUT: &str = "ferry_output";
-/// See [`NFT_PREROUTING`].
+pub const NFT_OUTPUT: &str = "ferry_dnat_output";
+/// ferry's masquerading chain (the same name and rule in the previous layout).
 pub const NFT_MASQUERADING: &str = "ferry_masquerading";
-/// Prefix of the comment on an nft DNAT rule that records its map key, so DEL can remove
-/// the map element without being told the mappings again.
-pub const NFT_KEY_COMMENT: &str = "ferry";
+
+/// The previous ferry nft layout (verdict maps jumping to per-attachment chains): still
+/// recognised, so DEL and GC remove attachments made before an upgrade.
+pub mod legacy {
+    /// Verdict map for mappings on every host address: `proto . port : jump CNI-DN-…`.
+    pub const ANY_MAP: &str = "ferry_hostports";
+    /// Verdict map for mappings limited to one host address.
+    pub const HOSTIP_MAP: &str = "ferry_hostip_hostports";
+    /// Its base chains.
+    pub const PREROUTING: &str = "ferry_prerouting";
+    /// See [`PREROUTING`].
+    pub const OUTPUT: &str = "ferry_output";
+    /// Prefix of the comment on its DNAT rules that recorded the map key.
+    pub const KEY_COMMENT: &str = "ferry";
+}
 
 /// Longest iptables chain name the reference generates.
 const MAX_CHAIN_LEN: usize = 28;
@@ -142,22 +175,7 @@ impl FamilyAttachment<'_> {
     /// Rules of the per-attachment chain: for each mapping the hairpin and localhost mark
     /// rules (mark rules must come first), then the DNAT.
     pub fn iptables_chain_rules(&self) -> Vec<Rule> {
-        self.chain_rules(Verdict::Jump(self.setmark_target()), |_| None)
-    }
-
-    /// The same rules for nftables: the mark is set directly, and each DNAT rule carries its
-    /// map key as a comment.
-    pub fn nft_chain_rules(&self) -> Vec<Rule> {
-        self.chain_rules(Verdict::SetMarkBits(self.conf.mark), |m| {
-            Some(nft_key_comment(m))
-        })
-    }
-
-    fn chain_rules(
-        &self,
-        mark: Verdict,
-        comment: impl Fn(&Mapping) -> Option<String>,
-    ) -> Vec<Rule> {
+        let mark = Verdict::Jump(self.setmark_target());
         let mut rules = Vec::new();
         for m in self.mappings() {
             let mut base = vec![
@@ -170,24 +188,12 @@ impl FamilyAttachment<'_> {
                     negate: false,
                 });
             }
-            if self.conf.snat {
+            for source in self.hairpin_sources() {
                 let mut hairpin = base.clone();
-                if !self.conf.masq_all {
-                    hairpin.push(Match::Source {
-                        net: self.container.trunc(),
-                        negate: false,
-                    });
+                if let Some(net) = source {
+                    hairpin.push(Match::Source { net, negate: false });
                 }
                 rules.push(Rule::new(hairpin, mark.clone()));
-                let kernel_loopback = self.conf.kernel_serves_loopback(self.family);
-                if self.family == Family::V4 && !self.conf.masq_all && kernel_loopback {
-                    let mut local = base.clone();
-                    local.push(Match::Source {
-                        net: "127.0.0.1/32".parse().expect("literal"),
-                        negate: false,
-                    });
-                    rules.push(Rule::new(local, mark.clone()));
-                }
             }
             let mut dnat = base;
             if !self.conf.kernel_serves_loopback(self.family) {
@@ -197,9 +203,6 @@ impl FamilyAttachment<'_> {
                     net: loopback_net(self.family),
                     negate: true,
                 });
-            }
-            if let Some(c) = comment(&m) {
-                dnat.push(Match::Comment(c));
             }
             rules.push(Rule::new(
                 dnat,
@@ -212,19 +215,235 @@ impl FamilyAttachment<'_> {
         rules
     }
 
-    /// nft verdict-map elements `(map, element)` that send this attachment's ports to its chain.
-    pub fn nft_elements(&self) -> Vec<(&'static str, String)> {
-        let chain = self.chain();
-        let mut out: Vec<(&'static str, String)> = Vec::new();
+    /// Sources whose traffic to a mapped port must be masqueraded (`None` = any source):
+    /// the container's subnet (hairpin), and `127.0.0.1` when the kernel serves IPv4
+    /// loopback; nothing without `snat`.
+    fn hairpin_sources(&self) -> Vec<Option<IpNet>> {
+        if !self.conf.snat {
+            return Vec::new();
+        }
+        if self.conf.masq_all {
+            return vec![None];
+        }
+        let mut out = vec![Some(self.container.trunc())];
+        if self.family == Family::V4 && self.conf.kernel_serves_loopback(Family::V4) {
+            out.push(Some("127.0.0.1/32".parse().expect("literal")));
+        }
+        out
+    }
+
+    /// Source prefix lengths whose hairpin rules this attachment needs (0 = any source).
+    pub fn nft_hairpin_prefixes(&self) -> Vec<u8> {
+        let mut out: Vec<u8> = self
+            .hairpin_sources()
+            .iter()
+            .map(|s| s.map_or(0, |n| n.prefix_len()))
+            .collect();
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
+    /// The attachment's elements in ferry's nft maps and sets, in install order.
+    pub fn nft_elements(&self) -> Vec<NftElement> {
+        let addr = self.container.addr();
+        let mut out: Vec<NftElement> = Vec::new();
+        let mut push = |e: NftElement| {
+            if !out.iter().any(|o| o.set == e.set && o.key == e.key) {
+                out.push(e);
+            }
+        };
         for m in self.mappings() {
-            let (map, key) = nft_key(&m);
-            let element = format!("{key} : jump {chain}");
-            if !out.iter().any(|(mp, e)| *mp == map && *e == element) {
-                out.push((map, element));
+            let proto_port = format!("{} . {}", m.protocol.as_str(), m.host_port);
+            let (map, key) = match m.destination() {
+                Some(d) => (NFT_HOSTIP_DNAT_MAP, format!("{d} . {proto_port}")),
+                None if self.conf.kernel_serves_loopback(self.family) => {
+                    (NFT_DNAT_MAP, proto_port.clone())
+                }
+                None => (NFT_DNAT_NONLOOPBACK_MAP, proto_port.clone()),
+            };
+            push(NftElement {
+                set: map.to_string(),
+                key,
+                data: Some(format!("{addr} . {}", m.container_port)),
+            });
+            for source in self.hairpin_sources() {
+                let (prefix, net_addr) = match source {
+                    Some(n) => (n.prefix_len(), n.trunc().addr()),
+                    None => (0, unspecified(self.family)),
+                };
+                let key = match m.destination() {
+                    Some(d) => format!("{net_addr} . {d} . {proto_port}"),
+                    None => format!("{net_addr} . {proto_port}"),
+                };
+                push(NftElement {
+                    set: nft_hairpin_set(m.destination().is_some(), prefix),
+                    key,
+                    data: None,
+                });
             }
         }
         out
     }
+}
+
+/// One element of ferry's nft layout: the set or map, its key, and for maps its data
+/// (`10.0.0.5 . 80`), all as nft prints them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NftElement {
+    /// Set or map name.
+    pub set: String,
+    /// Key, e.g. `tcp . 8080`.
+    pub key: String,
+    /// Map data, e.g. `10.0.0.5 . 80`; `None` in a set.
+    pub data: Option<String>,
+}
+
+impl NftElement {
+    /// The element as `add element` takes it, carrying the attachment's chain name as
+    /// comment so DEL can find it by listing when the index has no record.
+    pub fn render(&self, comment: &str) -> String {
+        match &self.data {
+            Some(d) => format!("{} comment \"{comment}\" : {d}", self.key),
+            None => format!("{} comment \"{comment}\"", self.key),
+        }
+    }
+}
+
+/// The hairpin set for a source prefix length, for mappings with or without `hostIP`.
+pub fn nft_hairpin_set(hostip: bool, prefix: u8) -> String {
+    if hostip {
+        format!("ferry_hostip_hairpin_{prefix}")
+    } else {
+        format!("ferry_hairpin_{prefix}")
+    }
+}
+
+/// Reads a hairpin set name back into (hostIP variant, prefix length).
+pub fn parse_nft_hairpin_set(name: &str) -> Option<(bool, u8)> {
+    let (hostip, rest) = match name.strip_prefix("ferry_hostip_hairpin_") {
+        Some(r) => (true, r),
+        None => (false, name.strip_prefix("ferry_hairpin_")?),
+    };
+    Some((hostip, rest.parse().ok()?))
+}
+
+fn unspecified(family: Family) -> IpAddr {
+    match family {
+        Family::V4 => IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+        Family::V6 => IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
+    }
+}
+
+fn nft_addr_type(family: Family) -> &'static str {
+    match family {
+        Family::V4 => "ipv4_addr",
+        Family::V6 => "ipv6_addr",
+    }
+}
+
+/// `(name, "set" | "map", type)` of every map and set of ferry's layout for these hairpin
+/// prefix lengths, as `add set`/`add map` take them.
+pub fn nft_declarations(family: Family, prefixes: &[u8]) -> Vec<(String, &'static str, String)> {
+    let a = nft_addr_type(family);
+    let mut out = vec![
+        (
+            NFT_HOSTIP_DNAT_MAP.to_string(),
+            "map",
+            format!("{a} . inet_proto . inet_service : {a} . inet_service"),
+        ),
+        (
+            NFT_DNAT_MAP.to_string(),
+            "map",
+            format!("inet_proto . inet_service : {a} . inet_service"),
+        ),
+        (
+            NFT_DNAT_NONLOOPBACK_MAP.to_string(),
+            "map",
+            format!("inet_proto . inet_service : {a} . inet_service"),
+        ),
+    ];
+    for p in prefixes {
+        out.push((
+            nft_hairpin_set(true, *p),
+            "set",
+            format!("{a} . {a} . inet_proto . inet_service"),
+        ));
+        out.push((
+            nft_hairpin_set(false, *p),
+            "set",
+            format!("{a} . inet_proto . inet_service"),
+        ));
+    }
+    out
+}
+
+/// The masked source address expression for a prefix length: `ip saddr & 255.255.255.0`,
+/// or the bare `ip saddr` for a host prefix.
+fn masked_source(family: Family, prefix: u8) -> String {
+    let sel = family.nft();
+    let full = match family {
+        Family::V4 => 32,
+        Family::V6 => 128,
+    };
+    if prefix >= full {
+        return format!("{sel} saddr");
+    }
+    let mask = match family {
+        Family::V4 => IpAddr::V4(std::net::Ipv4Addr::from(
+            u32::MAX.checked_shl(u32::from(32 - prefix)).unwrap_or(0),
+        )),
+        Family::V6 => IpAddr::V6(std::net::Ipv6Addr::from(
+            u128::MAX.checked_shl(u32::from(128 - prefix)).unwrap_or(0),
+        )),
+    };
+    format!("{sel} saddr & {mask}")
+}
+
+/// The rules of ferry's nft base chains (prerouting and output alike): hairpin marks per
+/// prefix length first, then the DNAT lookups, most specific first. A lookup miss falls
+/// through; a DNAT ends the chain.
+pub fn nft_base_rules(
+    family: Family,
+    conditions: &[String],
+    mark: u32,
+    prefixes: &[u8],
+) -> Vec<String> {
+    let sel = family.nft();
+    let mut pre = conditions.join(" ");
+    if !pre.is_empty() {
+        pre.push(' ');
+    }
+    pre.push_str("fib daddr type local");
+    let set_mark = format!("meta mark set meta mark | {mark:#010x}");
+    let mut rules = Vec::new();
+    for p in prefixes {
+        let src = masked_source(family, *p);
+        rules.push(format!(
+            "{pre} {src} . {sel} daddr . meta l4proto . th dport @{} {set_mark}",
+            nft_hairpin_set(true, *p)
+        ));
+        rules.push(format!(
+            "{pre} {src} . meta l4proto . th dport @{} {set_mark}",
+            nft_hairpin_set(false, *p)
+        ));
+    }
+    rules.push(format!(
+        "{pre} dnat {sel} to {sel} daddr . meta l4proto . th dport map @{NFT_HOSTIP_DNAT_MAP}"
+    ));
+    rules.push(format!(
+        "{pre} dnat {sel} to meta l4proto . th dport map @{NFT_DNAT_MAP}"
+    ));
+    let lo = loopback_net(family).trunc();
+    let lo = if lo.prefix_len() == lo.max_prefix_len() {
+        lo.addr().to_string()
+    } else {
+        lo.to_string()
+    };
+    rules.push(format!(
+        "{pre} {sel} daddr != {lo} dnat {sel} to meta l4proto . th dport map @{NFT_DNAT_NONLOOPBACK_MAP}"
+    ));
+    rules
 }
 
 /// The loopback network of a family: `127.0.0.0/8` or `::1/128`.
@@ -300,36 +519,26 @@ pub fn masq_rule(mark: u32) -> Rule {
     Rule::new(vec![Match::MarkBits(mark)], Verdict::Masquerade)
 }
 
-/// The nft map and key of a mapping.
-pub fn nft_key(m: &Mapping) -> (&'static str, String) {
+/// The previous layout's verdict map and key of a mapping (DEL of attachments made before
+/// an upgrade, from their index record).
+pub fn legacy_nft_key(m: &Mapping) -> (&'static str, String) {
     match m.destination() {
         Some(addr) => (
-            NFT_HOSTIP_MAP,
+            legacy::HOSTIP_MAP,
             format!("{addr} . {} . {}", m.protocol.as_str(), m.host_port),
         ),
         None => (
-            NFT_ANY_MAP,
+            legacy::ANY_MAP,
             format!("{} . {}", m.protocol.as_str(), m.host_port),
         ),
     }
 }
 
-/// `ferry tcp 8080` or `ferry tcp 8080 192.0.2.1`.
-pub fn nft_key_comment(m: &Mapping) -> String {
-    match m.destination() {
-        Some(a) => format!(
-            "{NFT_KEY_COMMENT} {} {} {a}",
-            m.protocol.as_str(),
-            m.host_port
-        ),
-        None => format!("{NFT_KEY_COMMENT} {} {}", m.protocol.as_str(), m.host_port),
-    }
-}
-
-/// Reads a key comment back into (map, key) for DEL.
-pub fn parse_nft_key_comment(comment: &str) -> Option<(&'static str, String)> {
+/// Reads the previous layout's DNAT rule comment (`ferry tcp 8080 [addr]`) back into its
+/// (map, key), for DEL of attachments made before an upgrade.
+pub fn parse_legacy_nft_key_comment(comment: &str) -> Option<(&'static str, String)> {
     let mut words = comment.split_whitespace();
-    if words.next()? != NFT_KEY_COMMENT {
+    if words.next()? != legacy::KEY_COMMENT {
         return None;
     }
     let protocol = Protocol::parse(words.next()?)?;
@@ -338,7 +547,7 @@ pub fn parse_nft_key_comment(comment: &str) -> Option<(&'static str, String)> {
         Some(a) => Some(a.parse::<IpAddr>().ok()?),
         None => None,
     };
-    Some(nft_key(&Mapping {
+    Some(legacy_nft_key(&Mapping {
         protocol,
         host_port,
         container_port: 1,
@@ -370,7 +579,7 @@ mod tests {
     use crate::config::validate_entry;
     use crate::config::PortMapEntry;
     use firewall::iptables::rule_args;
-    use firewall::{nftables, BackendKind};
+    use firewall::BackendKind;
 
     fn conf(snat: bool, entries: &[(i64, i64, &str, &str)]) -> PortMapConfig {
         PortMapConfig {
@@ -445,8 +654,65 @@ mod tests {
         assert_eq!(text, expected);
     }
 
+    fn elements_text(a: &FamilyAttachment) -> Vec<String> {
+        a.nft_elements()
+            .iter()
+            .map(|e| format!("{} {}", e.set, e.render("C")))
+            .collect()
+    }
+
     #[test]
-    fn nft_rules_golden_ipv6() {
+    fn nft_elements_golden_ipv4() {
+        let c = conf(
+            true,
+            &[
+                (8080, 80, "tcp", ""),
+                (8053, 53, "udp", "192.0.2.1"),
+                (9, 9, "sctp", "fd00::1"),
+            ],
+        );
+        let a = FamilyAttachment {
+            conf: &c,
+            container_id: "c1",
+            family: Family::V4,
+            container: "10.213.32.5/24".parse().unwrap(),
+        };
+        assert_eq!(
+            elements_text(&a),
+            [
+                "ferry_dnat tcp . 8080 comment \"C\" : 10.213.32.5 . 80",
+                "ferry_hairpin_24 10.213.32.0 . tcp . 8080 comment \"C\"",
+                "ferry_hairpin_32 127.0.0.1 . tcp . 8080 comment \"C\"",
+                "ferry_hostip_dnat 192.0.2.1 . udp . 8053 comment \"C\" : 10.213.32.5 . 53",
+                "ferry_hostip_hairpin_24 10.213.32.0 . 192.0.2.1 . udp . 8053 comment \"C\"",
+                "ferry_hostip_hairpin_32 127.0.0.1 . 192.0.2.1 . udp . 8053 comment \"C\"",
+            ]
+        );
+        assert_eq!(a.nft_hairpin_prefixes(), vec![24, 32]);
+        // masqAll: any source (prefix 0); no snat: no hairpin at all
+        let mut all = c.clone();
+        all.masq_all = true;
+        let a_all = FamilyAttachment {
+            conf: &all,
+            ..a.clone()
+        };
+        assert_eq!(a_all.nft_hairpin_prefixes(), vec![0]);
+        assert!(elements_text(&a_all)
+            .contains(&"ferry_hairpin_0 0.0.0.0 . tcp . 8080 comment \"C\"".to_string()));
+        let no_snat = conf(false, &[(8080, 80, "tcp", "")]);
+        let a_none = FamilyAttachment {
+            conf: &no_snat,
+            ..a
+        };
+        assert_eq!(
+            elements_text(&a_none),
+            ["ferry_dnat tcp . 8080 comment \"C\" : 10.213.32.5 . 80"]
+        );
+        assert!(a_none.nft_hairpin_prefixes().is_empty());
+    }
+
+    #[test]
+    fn nft_elements_golden_ipv6() {
         let c = conf(
             true,
             &[(8080, 80, "tcp", ""), (8053, 53, "udp", "10.0.0.1")],
@@ -457,23 +723,84 @@ mod tests {
             family: Family::V6,
             container: "fd00:213:32::5/64".parse().unwrap(),
         };
-        let chain = a.chain();
-        let text: Vec<String> = a
-            .nft_chain_rules()
-            .iter()
-            .map(|r| nftables::rule_expr(Family::V6, r))
-            .collect();
         assert_eq!(
-            text,
+            elements_text(&a),
             [
-                "meta l4proto tcp th dport 8080 ip6 saddr fd00:213:32::/64 meta mark set meta mark | 0x00002000",
-                "meta l4proto tcp th dport 8080 dnat ip6 to [fd00:213:32::5]:80 comment \"ferry tcp 8080\"",
+                "ferry_dnat tcp . 8080 comment \"C\" : fd00:213:32::5 . 80",
+                "ferry_hairpin_64 fd00:213:32:: . tcp . 8080 comment \"C\"",
+            ]
+        );
+    }
+
+    #[test]
+    fn nft_base_rules_golden() {
+        let v4 = nft_base_rules(
+            Family::V4,
+            &["iifname".into(), "\"eth0\"".into()],
+            0x2000,
+            &[24, 32],
+        );
+        assert_eq!(
+            v4,
+            [
+                "iifname \"eth0\" fib daddr type local ip saddr & 255.255.255.0 . ip daddr . meta l4proto . th dport @ferry_hostip_hairpin_24 meta mark set meta mark | 0x00002000",
+                "iifname \"eth0\" fib daddr type local ip saddr & 255.255.255.0 . meta l4proto . th dport @ferry_hairpin_24 meta mark set meta mark | 0x00002000",
+                "iifname \"eth0\" fib daddr type local ip saddr . ip daddr . meta l4proto . th dport @ferry_hostip_hairpin_32 meta mark set meta mark | 0x00002000",
+                "iifname \"eth0\" fib daddr type local ip saddr . meta l4proto . th dport @ferry_hairpin_32 meta mark set meta mark | 0x00002000",
+                "iifname \"eth0\" fib daddr type local dnat ip to ip daddr . meta l4proto . th dport map @ferry_hostip_dnat",
+                "iifname \"eth0\" fib daddr type local dnat ip to meta l4proto . th dport map @ferry_dnat",
+                "iifname \"eth0\" fib daddr type local ip daddr != 127.0.0.0/8 dnat ip to meta l4proto . th dport map @ferry_dnat_nonloopback",
+            ]
+        );
+        let v6 = nft_base_rules(Family::V6, &[], 0x4000, &[0, 64]);
+        assert_eq!(
+            v6,
+            [
+                "fib daddr type local ip6 saddr & :: . ip6 daddr . meta l4proto . th dport @ferry_hostip_hairpin_0 meta mark set meta mark | 0x00004000",
+                "fib daddr type local ip6 saddr & :: . meta l4proto . th dport @ferry_hairpin_0 meta mark set meta mark | 0x00004000",
+                "fib daddr type local ip6 saddr & ffff:ffff:ffff:ffff:: . ip6 daddr . meta l4proto . th dport @ferry_hostip_hairpin_64 meta mark set meta mark | 0x00004000",
+                "fib daddr type local ip6 saddr & ffff:ffff:ffff:ffff:: . meta l4proto . th dport @ferry_hairpin_64 meta mark set meta mark | 0x00004000",
+                "fib daddr type local dnat ip6 to ip6 daddr . meta l4proto . th dport map @ferry_hostip_dnat",
+                "fib daddr type local dnat ip6 to meta l4proto . th dport map @ferry_dnat",
+                "fib daddr type local ip6 daddr != ::1 dnat ip6 to meta l4proto . th dport map @ferry_dnat_nonloopback",
             ]
         );
         assert_eq!(
-            a.nft_elements(),
-            vec![(NFT_ANY_MAP, format!("tcp . 8080 : jump {chain}"))]
+            nft_declarations(Family::V6, &[64]),
+            [
+                (
+                    "ferry_hostip_dnat".to_string(),
+                    "map",
+                    "ipv6_addr . inet_proto . inet_service : ipv6_addr . inet_service".to_string()
+                ),
+                (
+                    "ferry_dnat".to_string(),
+                    "map",
+                    "inet_proto . inet_service : ipv6_addr . inet_service".to_string()
+                ),
+                (
+                    "ferry_dnat_nonloopback".to_string(),
+                    "map",
+                    "inet_proto . inet_service : ipv6_addr . inet_service".to_string()
+                ),
+                (
+                    "ferry_hostip_hairpin_64".to_string(),
+                    "set",
+                    "ipv6_addr . ipv6_addr . inet_proto . inet_service".to_string()
+                ),
+                (
+                    "ferry_hairpin_64".to_string(),
+                    "set",
+                    "ipv6_addr . inet_proto . inet_service".to_string()
+                ),
+            ]
         );
+        assert_eq!(
+            parse_nft_hairpin_set("ferry_hostip_hairpin_24"),
+            Some((true, 24))
+        );
+        assert_eq!(parse_nft_hairpin_set("ferry_hairpin_0"), Some((false, 0)));
+        assert_eq!(parse_nft_hairpin_set("ferry_dnat"), None);
     }
 
     #[test]
@@ -518,13 +845,22 @@ mod tests {
             container: "fd00:213:176::5/64".parse().unwrap(),
             ..a
         };
-        let text: Vec<String> = a6
-            .nft_chain_rules()
-            .iter()
-            .map(|r| nftables::rule_expr(Family::V6, r))
-            .collect();
-        assert_eq!(text.len(), 2, "{text:?}");
-        assert!(text[1].contains("ip6 daddr != ::1"), "{text:?}");
+        // IPv6: the DNAT goes to the map whose rule skips ::1; the ::1 mapping has no rules.
+        assert_eq!(
+            elements_text(&a6),
+            [
+                "ferry_dnat_nonloopback tcp . 18080 comment \"C\" : fd00:213:176::5 . 80",
+                "ferry_hairpin_64 fd00:213:176:: . tcp . 18080 comment \"C\"",
+            ]
+        );
+        // IPv4 with the proxy serving loopback: no 127.0.0.1 hairpin element either.
+        assert_eq!(
+            elements_text(&a),
+            [
+                "ferry_dnat_nonloopback tcp . 18080 comment \"C\" : 10.213.176.5 . 80",
+                "ferry_hairpin_24 10.213.176.0 . tcp . 18080 comment \"C\"",
+            ]
+        );
     }
 
     #[test]
@@ -565,8 +901,12 @@ mod tests {
         })
         .unwrap();
         assert_eq!(
-            parse_nft_key_comment(&nft_key_comment(&m)),
-            Some(nft_key(&m))
+            parse_legacy_nft_key_comment("ferry udp 1 192.0.2.1"),
+            Some(legacy_nft_key(&m))
+        );
+        assert_eq!(
+            parse_legacy_nft_key_comment("ferry tcp 8080"),
+            Some((legacy::ANY_MAP, "tcp . 8080".to_string()))
         );
     }
 }

@@ -128,9 +128,37 @@ pub struct Owner {
     pub foreign: bool,
     /// Claims.
     pub claims: Vec<Claim>,
+    /// nftables elements installed (absent in records of the previous nft layout, whose
+    /// attachments were chains).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nft: Vec<NftKey>,
+}
+
+/// One nftables element an attachment installed: enough to delete it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NftKey {
+    /// 4 or 6 (the `ip` or `ip6` table).
+    pub family: u8,
+    /// Set or map name.
+    pub set: String,
+    /// The element's key as nft prints it.
+    pub key: String,
 }
 
 impl Owner {
+    /// `(set, key)` of the recorded nft elements in `family`.
+    pub fn nft_keys(&self, family: Family) -> Vec<(String, String)> {
+        let n = match family {
+            Family::V4 => 4,
+            Family::V6 => 6,
+        };
+        self.nft
+            .iter()
+            .filter(|k| k.family == n)
+            .map(|k| (k.set.clone(), k.key.clone()))
+            .collect()
+    }
+
     /// The backend that installed the rules.
     pub fn backend_kind(&self) -> Option<BackendKind> {
         BackendKind::parse(&self.backend)

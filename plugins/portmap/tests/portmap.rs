@@ -420,17 +420,17 @@ fn check_on_ipv4_only_and_detects_missing_rule(backend: &str) {
     t.ferry("ADD", "c1", &c).expect("ADD");
     t.ferry("CHECK", "c1", &c)
         .expect("CHECK on an IPv4-only network passes");
-    // delete the DNAT rule by hand: CHECK must notice
-    let chain = t
-        .leftovers()
-        .iter()
-        .find_map(|l| {
-            l.split_whitespace()
-                .find(|w| w.starts_with("CNI-DN-"))
-                .map(|s| s.trim_end_matches(',').to_string())
-        })
-        .unwrap();
+    // delete the DNAT rule (nftables: the DNAT map element) by hand: CHECK must notice
     if backend == "iptables" {
+        let chain = t
+            .leftovers()
+            .iter()
+            .find_map(|l| {
+                l.split_whitespace()
+                    .find(|w| w.starts_with("CNI-DN-"))
+                    .map(|s| s.trim_end_matches(',').to_string())
+            })
+            .unwrap();
         t.in_host(&[
             "iptables",
             "-t",
@@ -449,7 +449,15 @@ fn check_on_ipv4_only_and_detects_missing_rule(backend: &str) {
             &format!("{C4}:80"),
         ]);
     } else {
-        t.in_host(&["nft", "flush", "chain", "ip", "cni_hostport", &chain]);
+        t.in_host(&[
+            "nft",
+            "delete",
+            "element",
+            "ip",
+            "cni_hostport",
+            "ferry_dnat",
+            "{ tcp . 22002 }",
+        ]);
     }
     let err = t.ferry("CHECK", "c1", &c).expect_err("CHECK must fail");
     assert!(
@@ -819,4 +827,145 @@ fn parallel_adds_and_dels_of_different_containers() {
         });
         assert_eq!(t.leftovers(), Vec::<String>::new());
     }
+}
+
+/// The per-attachment chain name (`CNI-DN-` + sha512(network + ID), 28 chars).
+fn dn_chain(network: &str, id: &str) -> String {
+    use sha2::{Digest, Sha512};
+    let hex: String = Sha512::digest(format!("{network}{id}").as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("CNI-DN-{hex}")[..28].to_string()
+}
+
+/// What the previous ferry release's nftables backend installed for one IPv4 attachment
+/// (tcp `port` → `C4`:80, snat): a chain reached through the verdict map `ferry_hostports`.
+fn previous_layout_attachment(chain: &str, port: u16) -> String {
+    format!(
+        "add chain ip cni_hostport {chain}\n\
+         add rule ip cni_hostport {chain} meta l4proto tcp th dport {port} ip saddr 10.213.32.0/24 meta mark set meta mark | 0x00002000\n\
+         add rule ip cni_hostport {chain} meta l4proto tcp th dport {port} ip saddr 127.0.0.1 meta mark set meta mark | 0x00002000\n\
+         add rule ip cni_hostport {chain} meta l4proto tcp th dport {port} dnat ip to {C4}:80 comment \"ferry tcp {port}\"\n\
+         add element ip cni_hostport ferry_hostports {{ tcp . {port} : jump {chain} }}\n"
+    )
+}
+
+#[test]
+fn nftables_del_and_gc_remove_attachments_of_the_previous_layout() {
+    let mut t = Topo::new("up");
+    let ctr = t.ctr.clone();
+    t.serve(
+        &ctr,
+        "TCP4-LISTEN:80,fork,reuseaddr",
+        "hello-from-container",
+    );
+    // The previous release's shared layout and three of its attachments.
+    let mut script = String::from(
+        "add table ip cni_hostport { comment \"CNI portmap plugin\" ; }\n\
+         add map ip cni_hostport ferry_hostports { type inet_proto . inet_service : verdict ; }\n\
+         add map ip cni_hostport ferry_hostip_hostports { type ipv4_addr . inet_proto . inet_service : verdict ; }\n",
+    );
+    for (chain, hook, prio) in [
+        ("ferry_prerouting", "prerouting", "dstnat"),
+        ("ferry_output", "output", "-100"),
+    ] {
+        script.push_str(&format!(
+            "add chain ip cni_hostport {chain} {{ type nat hook {hook} priority {prio} ; }}\n\
+             add rule ip cni_hostport {chain} fib daddr type local ip daddr . meta l4proto . th dport vmap @ferry_hostip_hostports\n\
+             add rule ip cni_hostport {chain} fib daddr type local meta l4proto . th dport vmap @ferry_hostports\n"
+        ));
+    }
+    script.push_str(
+        "add chain ip cni_hostport ferry_masquerading { type nat hook postrouting priority srcnat ; }\n\
+         add rule ip cni_hostport ferry_masquerading meta mark & 0x00002000 == 0x00002000 masquerade\n",
+    );
+    let olds = [("old1", 22061u16), ("old2", 22062), ("old3", 22063)];
+    for (id, port) in olds {
+        script.push_str(&previous_layout_attachment(&dn_chain("fpmnet", id), port));
+    }
+    let file = std::env::temp_dir().join(format!("fpm-upgrade-{}.nft", std::process::id()));
+    std::fs::write(&file, &script).unwrap();
+    t.in_host(&["nft", "-f", file.to_str().unwrap()]);
+    let _ = std::fs::remove_file(&file);
+    // The previous release's index records (the record format did not change) for old1 and
+    // old3; old2 has none (e.g. the index was lost).
+    let index = format!("/run/ferry/portmap/ns-{}", t.cookie);
+    for (id, port) in [olds[0], olds[2]] {
+        let chain = dn_chain("fpmnet", id);
+        let owner = json!({"chain": chain, "network": "fpmnet", "containerID": id,
+            "backend": "nftables", "families": [4], "foreign": false,
+            "claims": [{"protocol": "tcp", "port": port, "family": 4, "addr": null}]});
+        std::fs::create_dir_all(format!("{index}/owners")).unwrap();
+        std::fs::write(format!("{index}/owners/{chain}"), owner.to_string()).unwrap();
+        let claims = format!("{index}/claims/tcp-{port}");
+        std::fs::create_dir_all(&claims).unwrap();
+        std::fs::write(format!("{claims}/4-any.{chain}"), &chain).unwrap();
+    }
+    // A new attachment next to them: the old ones keep working (their chains are untouched).
+    let new = conf(
+        "nftables",
+        json!([tcp(22064, 80)]),
+        &[&format!("{C4}/24")],
+        json!({}),
+    );
+    t.ferry("ADD", "new1", &new)
+        .expect("ADD beside the previous layout");
+    let out = t.out.clone();
+    t.expect_reply(
+        &out,
+        &format!("TCP:{HOST_O4}:22061"),
+        "hello-from-container",
+    );
+    t.expect_reply(
+        &out,
+        &format!("TCP:{HOST_O4}:22064"),
+        "hello-from-container",
+    );
+    // A conflict with a previous-layout attachment is still caught.
+    let clash = conf(
+        "nftables",
+        json!([tcp(22061, 80)]),
+        &[&format!("{C4}/24")],
+        json!({}),
+    );
+    let err = t.ferry("ADD", "clash", &clash).expect_err("port of old1");
+    assert_eq!(code_of(&err), 101, "{err}");
+    // DEL with a record, DEL without one (and without mappings), GC with a record.
+    let mut bare = conf("nftables", json!([]), &[&format!("{C4}/24")], json!({}));
+    bare["runtimeConfig"] = json!({});
+    t.ferry("DEL", "old1", &bare).expect("DEL old1 (recorded)");
+    t.ferry("DEL", "old2", &bare).expect("DEL old2 (no record)");
+    let mut gc = conf("nftables", json!([]), &[], json!({}));
+    gc["cniVersion"] = json!("1.1.0");
+    gc.as_object_mut().unwrap().remove("prevResult");
+    gc["cni.dev/valid-attachments"] = json!([{"containerID": "new1", "ifname": "eth0"}]);
+    t.ferry("GC", "", &gc).expect("GC");
+    let table = t.in_host(&["nft", "list", "table", "ip", "cni_hostport"]);
+    for (id, port) in olds {
+        assert!(
+            !table.contains(&dn_chain("fpmnet", id)),
+            "{id} left: {table}"
+        );
+        assert!(!table.contains(&port.to_string()), "{id} left: {table}");
+    }
+    // With the last old attachment gone, the previous layout's chains and maps went too.
+    for gone in [
+        "ferry_prerouting",
+        "ferry_output",
+        "ferry_hostports",
+        "ferry_hostip_hostports",
+    ] {
+        assert!(
+            !table.contains(&format!(" {gone} ")),
+            "{gone} left: {table}"
+        );
+    }
+    t.expect_reply(
+        &out,
+        &format!("TCP:{HOST_O4}:22064"),
+        "hello-from-container",
+    );
+    t.ferry("DEL", "new1", &new).expect("DEL new1");
+    assert_eq!(t.leftovers(), Vec::<String>::new());
 }

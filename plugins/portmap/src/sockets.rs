@@ -1,4 +1,5 @@
-//! Host processes holding a port: `/proc/net/{tcp,udp}{,6}` and `/proc/<pid>/fd`.
+//! Host processes holding a port: inet_diag (TCP), `/proc/net/{tcp,udp}{,6}`,
+//! `/proc/net/sctp/eps` and `/proc/<pid>/fd`.
 
 use crate::state::{Claim, ProtocolName};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -98,14 +99,51 @@ pub fn find_holder(claim: &Claim) -> Option<(BoundSocket, Option<(u32, String)>)
             _ => read_proc(&["/proc/net/tcp", "/proc/net/tcp6"], true),
         },
         ProtocolName::Udp => read_proc(&["/proc/net/udp", "/proc/net/udp6"], false),
-        // SCTP endpoints live in /proc/net/sctp/eps with another layout; not checked.
-        ProtocolName::Sctp => return None,
+        // Absent when the kernel has no SCTP (then no process can hold an SCTP port).
+        ProtocolName::Sctp => std::fs::read_to_string(SCTP_EPS)
+            .map(|t| parse_sctp_eps(&t))
+            .unwrap_or_default(),
     };
     let s = candidates
         .into_iter()
         .find(|s| s.port == claim.port && socket_overlaps(claim, s.addr))?;
     let holder = process_of_inode(s.inode);
     Some((s, holder))
+}
+
+/// SCTP endpoints of the current network namespace (only with `CONFIG_IP_SCTP`).
+const SCTP_EPS: &str = "/proc/net/sctp/eps";
+/// SCTP socket state LISTENING (the kernel uses TCP_LISTEN's value).
+const SCTP_LISTENING: &str = "10";
+
+/// Parses `/proc/net/sctp/eps`, keeping listening endpoints: one entry per local address.
+/// Columns: `ENDPT SOCK STY SST HBKT LPORT UID INODE LADDRS…`, with the port in decimal and
+/// the addresses printed like `192.0.2.1` or (IPv6) `fd00:0213:…:0001`, `0.0.0.0` / all
+/// zeros for a wildcard bind.
+pub fn parse_sctp_eps(text: &str) -> Vec<BoundSocket> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() < 9 || f[3] != SCTP_LISTENING {
+            continue;
+        }
+        let (Ok(port), Ok(inode)) = (f[5].parse::<u16>(), f[7].parse::<u64>()) else {
+            continue;
+        };
+        for a in &f[8..] {
+            if let Ok(addr) = a.trim_start_matches('*').parse::<IpAddr>() {
+                let addr = match addr {
+                    IpAddr::V6(v6) => v6
+                        .to_ipv4_mapped()
+                        .map(IpAddr::V4)
+                        .unwrap_or(IpAddr::V6(v6)),
+                    v4 => v4,
+                };
+                out.push(BoundSocket { addr, port, inode });
+            }
+        }
+    }
+    out
 }
 
 fn read_proc(files: &[&str], tcp: bool) -> Vec<BoundSocket> {
@@ -226,6 +264,49 @@ mod tests {
         let s = parse_proc_net(v6, true);
         assert_eq!(s[0].addr, "::".parse::<IpAddr>().unwrap());
         assert_eq!(s[0].port, 8080);
+    }
+
+    #[test]
+    fn parses_sctp_endpoints() {
+        // A fixture in the kernel's format (net/sctp/proc.c): listening endpoints bound to
+        // the IPv4 wildcard, to two addresses, to the IPv6 wildcard and to one IPv6 address;
+        // a closed one (SST 7) is skipped.
+        let text = include_str!("../../../testdata/portmap/proc-net-sctp-eps.txt");
+        let got: Vec<(String, u16, u64)> = parse_sctp_eps(text)
+            .into_iter()
+            .map(|s| (s.addr.to_string(), s.port, s.inode))
+            .collect();
+        let want: Vec<(String, u16, u64)> = [
+            ("0.0.0.0", 22050, 41877),
+            ("192.0.2.10", 22051, 41893),
+            ("198.51.100.7", 22051, 41893),
+            ("::", 22052, 41901),
+            ("fd00:213:32::1", 22053, 41917),
+            ("127.0.0.1", 22055, 41933),
+        ]
+        .iter()
+        .map(|(a, p, i)| (a.to_string(), *p, *i))
+        .collect();
+        assert_eq!(got, want);
+        let claim = |port, family, addr: Option<&str>| Claim {
+            protocol: ProtocolName::Sctp,
+            port,
+            family,
+            addr: addr.map(|a| a.parse().unwrap()),
+        };
+        let socks = parse_sctp_eps(text);
+        let held = |c: &Claim| {
+            socks
+                .iter()
+                .any(|s| s.port == c.port && socket_overlaps(c, s.addr))
+        };
+        assert!(held(&claim(22050, 4, Some("192.0.2.99"))), "IPv4 wildcard");
+        assert!(held(&claim(22051, 4, Some("198.51.100.7"))));
+        assert!(!held(&claim(22051, 4, Some("192.0.2.11"))));
+        assert!(held(&claim(22052, 4, None)), ":: also takes IPv4");
+        assert!(!held(&claim(22054, 4, None)), "not listening");
+        assert!(held(&claim(22053, 6, None)));
+        assert!(!held(&claim(22053, 4, None)));
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! Minimal netlink plumbing for the two in-process queries portmap makes (conntrack and
-//! socket diagnostics): a bound socket and a message splitter.
+//! Minimal netlink plumbing for the in-process queries portmap makes (conntrack, socket
+//! diagnostics, and two O(1) nf_tables reads): a bound socket and a message splitter.
 
 use std::io;
 
@@ -94,4 +94,135 @@ pub fn messages(mut buf: &[u8]) -> Vec<(u16, &[u8])> {
 pub fn nl_error(payload: &[u8]) -> Option<i32> {
     let code = i32::from_ne_bytes(payload.get(..4)?.try_into().ok()?);
     (code != 0).then_some(-code)
+}
+
+/// nf_tables' netlink subsystem (`NFNL_SUBSYS_NFTABLES`).
+const NFNL_SUBSYS_NFTABLES: u16 = 10;
+const NFT_MSG_GETCHAIN: u16 = 4;
+const NFT_MSG_NEWGEN: u16 = 15;
+const NFT_MSG_GETGEN: u16 = 16;
+const NFT_MSG_NEWCHAIN: u16 = 3;
+const NLM_F_REQUEST: u16 = 1;
+const NFTA_GEN_ID: u16 = 1;
+const NFTA_CHAIN_TABLE: u16 = 1;
+const NFTA_CHAIN_NAME: u16 = 3;
+const NFTA_CHAIN_USE: u16 = 6;
+
+/// `NFPROTO_IPV4` / `NFPROTO_IPV6` for [`nft_chain_use`].
+pub const NFPROTO_IPV4: u8 = 2;
+/// See [`NFPROTO_IPV4`].
+pub const NFPROTO_IPV6: u8 = 10;
+
+/// An nfnetlink request: header, `nfgenmsg` for `family`, then string attributes.
+fn nfnl_request(kind: u16, family: u8, attrs: &[(u16, &str)]) -> Vec<u8> {
+    let mut body = vec![family, 0, 0, 0];
+    for (t, s) in attrs {
+        let len = 4 + s.len() + 1;
+        body.extend_from_slice(&(len as u16).to_ne_bytes());
+        body.extend_from_slice(&t.to_ne_bytes());
+        body.extend_from_slice(s.as_bytes());
+        body.push(0);
+        body.resize(align4(body.len()), 0);
+    }
+    let mut msg = Vec::with_capacity(16 + body.len());
+    msg.extend_from_slice(&((16 + body.len()) as u32).to_ne_bytes());
+    msg.extend_from_slice(&((NFNL_SUBSYS_NFTABLES << 8) | kind).to_ne_bytes());
+    msg.extend_from_slice(&NLM_F_REQUEST.to_ne_bytes());
+    msg.extend_from_slice(&[0u8; 8]);
+    msg.extend_from_slice(&body);
+    msg
+}
+
+/// The big-endian u32 attribute `want` of an nfnetlink reply payload (after `nfgenmsg`).
+pub fn nfnl_u32_attr(payload: &[u8], want: u16) -> Option<u32> {
+    let mut rest = payload.get(4..)?;
+    while rest.len() >= 4 {
+        let len = u16::from_ne_bytes([rest[0], rest[1]]) as usize;
+        let kind = u16::from_ne_bytes([rest[2], rest[3]]) & 0x3fff;
+        if len < 4 || len > rest.len() {
+            return None;
+        }
+        if kind == want && len >= 8 {
+            return Some(u32::from_be_bytes(rest[4..8].try_into().ok()?));
+        }
+        rest = &rest[align4(len).min(rest.len())..];
+    }
+    None
+}
+
+/// Sends one nf_tables GET and returns the payload of the reply of type `reply`; `None`
+/// when the object does not exist.
+fn nft_get(request: &[u8], reply: u16) -> io::Result<Option<Vec<u8>>> {
+    let sock = Socket::open(NETLINK_NETFILTER)?;
+    sock.send(request)?;
+    let mut buf = vec![0u8; 8192];
+    let n = sock.recv(&mut buf)?;
+    for (kind, payload) in messages(&buf[..n]) {
+        if kind == NLMSG_ERROR {
+            return match nl_error(payload) {
+                Some(libc::ENOENT) => Ok(None),
+                Some(errno) => Err(io::Error::from_raw_os_error(errno)),
+                None => Ok(None),
+            };
+        }
+        if kind == (NFNL_SUBSYS_NFTABLES << 8) | reply {
+            return Ok(Some(payload.to_vec()));
+        }
+    }
+    Err(io::Error::other("no reply from nf_tables"))
+}
+
+/// The nf_tables generation of the current network namespace: it changes with every
+/// committed transaction (nft, iptables-nft), whoever made it.
+pub fn nft_genid() -> io::Result<u32> {
+    let payload = nft_get(&nfnl_request(NFT_MSG_GETGEN, 0, &[]), NFT_MSG_NEWGEN)?
+        .ok_or_else(|| io::Error::other("nf_tables has no generation"))?;
+    nfnl_u32_attr(&payload, NFTA_GEN_ID)
+        .ok_or_else(|| io::Error::other("nf_tables generation reply without an ID"))
+}
+
+/// The use count of an nf_tables chain (its rules plus the jumps to it), or `None` when the
+/// chain does not exist. One small request, whatever the size of the ruleset.
+pub fn nft_chain_use(family: u8, table: &str, chain: &str) -> io::Result<Option<u32>> {
+    let req = nfnl_request(
+        NFT_MSG_GETCHAIN,
+        family,
+        &[(NFTA_CHAIN_TABLE, table), (NFTA_CHAIN_NAME, chain)],
+    );
+    Ok(nft_get(&req, NFT_MSG_NEWCHAIN)?.and_then(|p| nfnl_u32_attr(&p, NFTA_CHAIN_USE)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nfnetlink_request_and_reply_attributes() {
+        let req = nfnl_request(
+            NFT_MSG_GETCHAIN,
+            NFPROTO_IPV4,
+            &[
+                (NFTA_CHAIN_TABLE, "nat"),
+                (NFTA_CHAIN_NAME, "CNI-HOSTPORT-DNAT"),
+            ],
+        );
+        // header 16 + nfgenmsg 4 + "nat\0" (8) + "CNI-HOSTPORT-DNAT\0" (4 + 18 → 24)
+        assert_eq!(req.len(), 16 + 4 + 8 + 24);
+        assert_eq!(
+            u32::from_ne_bytes(req[0..4].try_into().unwrap()) as usize,
+            req.len()
+        );
+        assert_eq!(u16::from_ne_bytes([req[4], req[5]]), (10 << 8) | 4);
+        assert_eq!(req[16], NFPROTO_IPV4);
+        // a NEWCHAIN payload: nfgenmsg, NFTA_CHAIN_TABLE "nat", NFTA_CHAIN_USE 1002
+        let mut p = vec![2, 0, 0, 10];
+        p.extend_from_slice(&8u16.to_ne_bytes());
+        p.extend_from_slice(&NFTA_CHAIN_TABLE.to_ne_bytes());
+        p.extend_from_slice(b"nat\0");
+        p.extend_from_slice(&8u16.to_ne_bytes());
+        p.extend_from_slice(&NFTA_CHAIN_USE.to_ne_bytes());
+        p.extend_from_slice(&1002u32.to_be_bytes());
+        assert_eq!(nfnl_u32_attr(&p, NFTA_CHAIN_USE), Some(1002));
+        assert_eq!(nfnl_u32_attr(&p, NFTA_CHAIN_NAME), None);
+    }
 }

@@ -154,7 +154,76 @@ fn check_conflicts(
     Ok(())
 }
 
-/// Imports, once per namespace, the mappings the reference plugin installed before ferry ran.
+/// Signs of a change to the reference's mappings: the nf_tables generation and the use
+/// counts (rules + jumps) of `CNI-HOSTPORT-DNAT` in `ip nat` and `ip6 nat`, as
+/// `genid use4 use6`. Three small netlink requests, whatever the ruleset size. `None` when
+/// nf_tables cannot be read (iptables-legacy only: changes are then not detected).
+fn foreign_signs() -> Option<(u32, String)> {
+    use crate::netlink::{nft_chain_use, nft_genid, NFPROTO_IPV4, NFPROTO_IPV6};
+    let genid = nft_genid().ok()?;
+    let uses: Vec<String> = [NFPROTO_IPV4, NFPROTO_IPV6]
+        .iter()
+        .map(
+            |f| match nft_chain_use(*f, "nat", crate::rules::TOP_DNAT_CHAIN) {
+                Ok(Some(n)) => n.to_string(),
+                _ => "-".to_string(),
+            },
+        )
+        .collect();
+    Some((genid, uses.join(" ")))
+}
+
+/// True when the index has seen every change to the reference's mappings so far, so the
+/// signs after this run's own commit may be noted (otherwise they stay stale, and the next
+/// ADD re-scans).
+fn foreign_up_to_date(state: &State) -> bool {
+    match foreign_signs() {
+        Some(now) => state.imported() && !foreign_changed(state.foreign_seen().as_deref(), &now),
+        None => false,
+    }
+}
+
+/// Notes the current signs after this run's own commit, so only later changes by others
+/// trigger a re-scan.
+fn note_foreign_signs(state: &State) {
+    if let Some((genid, uses)) = foreign_signs() {
+        let _ = state.set_foreign_seen(&format!("{genid} {uses}"));
+    }
+}
+
+/// True when another plugin may have changed the reference's mappings since portmap last
+/// looked: the generation moved *and* `CNI-HOSTPORT-DNAT` gained or lost rules. (Other
+/// plugins' commits, e.g. a bridge's masquerade rules, move only the generation.)
+fn foreign_changed(seen: Option<&str>, now: &(u32, String)) -> bool {
+    let Some(seen) = seen else {
+        return true;
+    };
+    let Some((genid, uses)) = seen.trim().split_once(' ') else {
+        return true;
+    };
+    genid != now.0.to_string() && uses != now.1
+}
+
+/// Imports the mappings the reference plugin installed: once per namespace, then again
+/// whenever [`foreign_changed`] says its chain changed since portmap's own last commit.
+fn refresh_foreign(state: &State) -> Result<()> {
+    let now = foreign_signs();
+    let stale = match &now {
+        Some(now) => foreign_changed(state.foreign_seen().as_deref(), now),
+        None => false,
+    };
+    if state.imported() && !stale {
+        return Ok(());
+    }
+    import_foreign(state)?;
+    state.mark_imported()?;
+    if let Some((genid, uses)) = now {
+        state.set_foreign_seen(&format!("{genid} {uses}"))?;
+    }
+    Ok(())
+}
+
+/// Records the claims of the reference's mappings not in the index yet.
 fn import_foreign(state: &State) -> Result<()> {
     let known: Vec<String> = state.owners().into_iter().map(|o| o.chain).collect();
     for family in [Family::V4, Family::V6] {
@@ -257,6 +326,7 @@ fn remove_recorded(
 /// Removes an attachment everywhere it may have rules, flushes its UDP conntrack entries
 /// and forgets its claims.
 fn remove(state: &State, conf: &PortMapConfig, network: &str, container_id: &str) -> Result<()> {
+    let up_to_date = foreign_up_to_date(state);
     let chain = dnat_chain_name(network, container_id);
     let owner = state.owner(&chain);
     let backend = owner
@@ -332,6 +402,9 @@ fn remove(state: &State, conf: &PortMapConfig, network: &str, container_id: &str
             udp.iter().filter(|(f, _)| *f == family).map(|(_, p)| *p),
         );
     }
+    if up_to_date {
+        note_foreign_signs(state);
+    }
     state.forget(&chain)
 }
 
@@ -353,12 +426,10 @@ fn install(
     }
     let claims: Vec<Claim> = atts.iter().flat_map(claims_of).collect();
     if conf.check_port_conflicts {
-        if !state.imported() {
-            import_foreign(&state)?;
-            state.mark_imported()?;
-        }
+        refresh_foreign(&state)?;
         check_conflicts(&state, &chain, &claims, daemon_holds_sockets)?;
     }
+    let up_to_date = foreign_up_to_date(&state);
     let mut done: Vec<Family> = Vec::new();
     let mut nft_keys = Vec::new();
     for att in atts {
@@ -411,6 +482,9 @@ fn install(
         claims,
         nft: nft_keys,
     })?;
+    if up_to_date {
+        note_foreign_signs(&state);
+    }
     for att in atts {
         // Not when the userland proxy serves IPv4 loopback.
         if let (true, IpNet::V4(v4)) = (conf.snat, att.container) {
@@ -567,5 +641,24 @@ impl cni::Plugin for Portmap {
                 ),
             ))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::foreign_changed;
+
+    #[test]
+    fn foreign_change_needs_a_new_generation_and_a_changed_chain() {
+        let now = (12, "5 -".to_string());
+        assert!(foreign_changed(None, &now), "never looked");
+        assert!(!foreign_changed(Some("12 5 -"), &now), "nothing happened");
+        assert!(
+            !foreign_changed(Some("11 5 -"), &now),
+            "someone else committed, CNI-HOSTPORT-DNAT untouched"
+        );
+        assert!(foreign_changed(Some("11 4 -"), &now), "a rule was added");
+        assert!(foreign_changed(Some("11 5 3"), &now), "ip6 changed");
+        assert!(foreign_changed(Some("garbage"), &now));
     }
 }

@@ -233,6 +233,18 @@ impl State {
         write_atomic_locked(&path, b"", 0o644).map_err(|e| io_err("writing", &path, e))
     }
 
+    /// What [`crate::plugin`] last saw of other plugins' rules (nf_tables generation and
+    /// the use counts of `CNI-HOSTPORT-DNAT`), as it wrote it.
+    pub fn foreign_seen(&self) -> Option<String> {
+        std::fs::read_to_string(self.dir.join("foreign-seen")).ok()
+    }
+
+    /// Records what was seen right after this run's own commit (or re-scan).
+    pub fn set_foreign_seen(&self, seen: &str) -> Result<()> {
+        let path = self.dir.join("foreign-seen");
+        write_atomic_locked(&path, seen.as_bytes(), 0o644).map_err(|e| io_err("writing", &path, e))
+    }
+
     /// True when the shared layout of `what` (e.g. `iptables-4`) was verified less than
     /// `max_age` ago: verifying lists several chains, so a burst of ADDs does it once.
     pub fn verified_recently(&self, what: &str, max_age: std::time::Duration) -> bool {

@@ -623,6 +623,49 @@ fn reference_mappings_conflict_and_interoperate() {
 }
 
 #[test]
+fn reference_mappings_made_after_the_import_are_conflicts_too() {
+    let t = Topo::new("ra");
+    let mine = conf(
+        "iptables",
+        json!([tcp(22070, 80)]),
+        &[&format!("{C4}/24")],
+        json!({}),
+    );
+    // ferry's first ADD imports the reference's rules (none yet) into its index.
+    t.ferry("ADD", "c1", &mine).expect("ferry ADD");
+    // Then the reference maps a port, and ferry is asked for the same one.
+    let theirs = conf(
+        "",
+        json!([tcp(22071, 80)]),
+        &[&format!("{C4}/24")],
+        json!({}),
+    );
+    t.run(REFERENCE, "ADD", "refl", &theirs)
+        .expect("reference ADD");
+    for backend in ["iptables", "nftables"] {
+        let mut again = theirs.clone();
+        again["backend"] = json!(backend);
+        let err = t
+            .ferry("ADD", "c2", &again)
+            .expect_err("reference mapping made after the import");
+        assert_eq!(code_of(&err), 101, "{err}");
+        let msg = err["error"]["msg"].as_str().unwrap_or("");
+        assert!(
+            msg.contains("22071/tcp") && msg.contains("container refl"),
+            "{msg}"
+        );
+    }
+    // Once the reference removed it, the port is free again (the stale claim is ignored).
+    t.run(REFERENCE, "DEL", "refl", &theirs)
+        .expect("reference DEL");
+    t.ferry("ADD", "c2", &theirs)
+        .expect("ADD after the reference's DEL");
+    t.ferry("DEL", "c2", &theirs).expect("DEL c2");
+    t.ferry("DEL", "c1", &mine).expect("DEL c1");
+    assert_eq!(t.leftovers(), Vec::<String>::new());
+}
+
+#[test]
 fn gc_removes_attachments_not_listed() {
     for backend in ["iptables", "nftables"] {
         let t = Topo::new(&format!("g{}", &backend[..1]));

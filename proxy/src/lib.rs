@@ -16,6 +16,7 @@ pub mod cli;
 pub mod client;
 pub mod compat;
 pub mod daemon;
+pub mod dgram;
 pub mod error;
 pub mod flags;
 pub mod holder;

@@ -9,15 +9,17 @@
 //! IP_PKTINFO / IPV6_PKTINFO and the replies are sent with that address as their source, so
 //! a client on a multi-homed host gets its answer from the address it spoke to.
 //!
-//! Hot path without allocation: one receive buffer per listener, one reply buffer per
-//! runtime thread, control-message buffers on the stack; only a new flow allocates.
+//! Hot path in batches and without allocation: `recvmmsg` takes up to [`dgram::BATCH`]
+//! datagrams per system call into buffers kept per runtime thread, and each run of datagrams
+//! of one flow leaves in one `sendmmsg`; control messages and send headers live on the
+//! stack; only a new flow allocates.
 
+use crate::dgram::{self, LocalDst, RecvBatch};
 use crate::metrics::MappingStats;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io;
-use std::mem::{size_of, zeroed};
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -29,9 +31,6 @@ use tokio::task::JoinHandle;
 
 /// Largest UDP payload over IPv4 (65,535 − 8 − 20); the buffers hold a little more.
 pub const MAX_DATAGRAM: usize = 65_507;
-const BUFFER_SIZE: usize = 65_536;
-/// Datagrams handled per wake-up before the receive loop yields to timers and signals.
-const BATCH: usize = 64;
 
 /// Tunables of a UDP mapping.
 #[derive(Debug, Clone)]
@@ -61,17 +60,10 @@ pub struct UdpShared {
     pub closed: watch::Receiver<bool>,
 }
 
-/// The address a datagram was sent to, as read from its packet-info control message.
-#[derive(Clone, Copy)]
-enum LocalDst {
-    /// Listener bound to a specific address: the kernel picks the right source itself.
-    Unknown,
-    V4(libc::in_addr),
-    V6(libc::in6_addr, u32),
-}
-
 struct Flow {
     socket: Arc<UdpSocket>,
+    /// Runs of equal-sized datagrams go out as one GSO send until the kernel refuses one.
+    gso: bool,
     last_active: Arc<AtomicU64>,
     replies: JoinHandle<()>,
     stats: Arc<MappingStats>,
@@ -85,10 +77,15 @@ impl Drop for Flow {
 }
 
 thread_local! {
-    /// Reply buffer shared by every flow task running on this thread (used only between
+    /// Receive batch of the listeners served by this runtime thread (used only between
     /// awaits, so never borrowed twice).
-    static REPLY_BUFFER: RefCell<Vec<u8>> = RefCell::new(vec![0u8; BUFFER_SIZE]);
+    static LISTENER_BATCH: RefCell<Box<RecvBatch>> = RefCell::new(RecvBatch::new());
+    /// Receive batch of the flows' reply tasks on this thread.
+    static REPLY_BATCH: RefCell<Box<RecvBatch>> = RefCell::new(RecvBatch::new());
 }
+
+/// Batches taken per wake-up before the receive loop yields to timers and signals.
+const BATCHES_PER_WAKEUP: usize = 8;
 
 /// Receives datagrams on `socket` forever and forwards each client's flow to `backend`.
 pub async fn serve(socket: UdpSocket, backend: SocketAddr, shared: Arc<UdpShared>) {
@@ -100,23 +97,28 @@ pub async fn serve(socket: UdpSocket, backend: SocketAddr, shared: Arc<UdpShared
     let mut sweep = tokio::time::interval(sweep_every);
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut flows: HashMap<SocketAddr, Flow> = HashMap::new();
-    let mut buf = vec![0u8; BUFFER_SIZE];
     let mut closed = shared.closed.clone();
     let fd = listener.as_raw_fd();
+    let recv = || LISTENER_BATCH.with(|b| b.borrow_mut().recv(fd, true));
+    let mut forwarder = Forwarder {
+        backend,
+        listener: &listener,
+        shared: &shared,
+        clock,
+    };
     loop {
         tokio::select! {
-            received = listener.async_io(Interest::READABLE, || recv_with_dst(fd, &mut buf)) => {
+            received = listener.async_io(Interest::READABLE, recv) => {
                 match received {
-                    Ok((n, client, dst)) => {
-                        let now = clock.elapsed().as_millis() as u64;
-                        on_datagram(&buf[..n], client, dst, now, backend, &listener, &mut flows, &shared, clock);
+                    Ok(_) => {
+                        LISTENER_BATCH.with(|b| forwarder.forward(&b.borrow(), &mut flows));
                         // Drain what else is queued before going back through select!, whose
-                        // timer and signal futures cost more than a datagram does.
-                        for _ in 0..BATCH {
-                            match listener.try_io(Interest::READABLE, || recv_with_dst(fd, &mut buf)) {
-                                Ok((n, client, dst)) => on_datagram(&buf[..n], client, dst, now, backend, &listener, &mut flows, &shared, clock),
-                                Err(_) => break,
+                        // timer and signal futures cost more than a batch does.
+                        for _ in 1..BATCHES_PER_WAKEUP {
+                            if listener.try_io(Interest::READABLE, recv).is_err() {
+                                break;
                             }
+                            LISTENER_BATCH.with(|b| forwarder.forward(&b.borrow(), &mut flows));
                         }
                     }
                     Err(e) => {
@@ -136,43 +138,116 @@ pub async fn serve(socket: UdpSocket, backend: SocketAddr, shared: Arc<UdpShared
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn on_datagram(
-    payload: &[u8],
-    client: SocketAddr,
-    dst: LocalDst,
-    now: u64,
+/// What forwarding a received batch needs besides the flow table.
+struct Forwarder<'a> {
     backend: SocketAddr,
-    listener: &Arc<UdpSocket>,
-    flows: &mut HashMap<SocketAddr, Flow>,
-    shared: &UdpShared,
+    listener: &'a Arc<UdpSocket>,
+    shared: &'a UdpShared,
     clock: Instant,
-) {
-    let stats = &shared.stats;
-    if !flows.contains_key(&client) {
-        if flows.len() >= shared.opts.max_flows.max(1) {
-            evict_oldest(flows, stats);
-        }
-        match new_flow(backend, client, dst, listener.clone(), stats.clone(), clock) {
-            Ok(flow) => {
-                flows.insert(client, flow);
-            }
-            Err(_) => {
+}
+
+impl Forwarder<'_> {
+    /// Sends every datagram of `batch` to its client's flow (made on first sight), one
+    /// `sendmmsg` per run of consecutive datagrams of the same flow.
+    fn forward(&mut self, batch: &RecvBatch, flows: &mut HashMap<SocketAddr, Flow>) {
+        let stats = &self.shared.stats;
+        let now = self.clock.elapsed().as_millis() as u64;
+        let mut run = [0usize; dgram::BATCH];
+        let mut run_len = 0;
+        let mut run_client: Option<SocketAddr> = None;
+        let mut run_fd: RawFd = -1;
+        let mut run_gso = false;
+        for i in 0..batch.len() {
+            let Some(client) = batch.source(i) else {
                 MappingStats::add(&stats.errors, 1);
-                return;
+                continue;
+            };
+            if run_client != Some(client) {
+                // Flush before the table changes: making a flow may evict the one whose
+                // socket the pending run would be sent on.
+                self.flush(batch, &run[..run_len], run_fd, run_gso, run_client, flows);
+                run_len = 0;
+                run_client = None;
+                let Some(flow) = self.flow_for(client, batch.destination(i), flows) else {
+                    continue;
+                };
+                flow.last_active.store(now, Ordering::Relaxed);
+                run_fd = flow.socket.as_raw_fd();
+                run_gso = flow.gso;
+                run_client = Some(client);
+            }
+            run[run_len] = i;
+            run_len += 1;
+        }
+        self.flush(batch, &run[..run_len], run_fd, run_gso, run_client, flows);
+    }
+
+    /// The client's flow, made if new (evicting the longest idle one when the table is
+    /// full); None when a flow cannot be made (counted as an error).
+    fn flow_for<'f>(
+        &self,
+        client: SocketAddr,
+        dst: LocalDst,
+        flows: &'f mut HashMap<SocketAddr, Flow>,
+    ) -> Option<&'f Flow> {
+        let stats = &self.shared.stats;
+        if !flows.contains_key(&client) {
+            if flows.len() >= self.shared.opts.max_flows.max(1) {
+                evict_oldest(flows, stats);
+            }
+            match new_flow(
+                self.backend,
+                client,
+                dst,
+                self.listener.clone(),
+                stats.clone(),
+                self.clock,
+            ) {
+                Ok(flow) => {
+                    flows.insert(client, flow);
+                }
+                Err(_) => {
+                    MappingStats::add(&stats.errors, 1);
+                    return None;
+                }
             }
         }
+        flows.get(&client)
     }
-    let Some(flow) = flows.get(&client) else {
-        return;
-    };
-    flow.last_active.store(now, Ordering::Relaxed);
-    // A raw send: tokio's try_send reports WouldBlock on a socket it has not yet seen
-    // become writable, which would drop every flow's first datagram.
-    match send_connected(flow.socket.as_raw_fd(), payload) {
-        Ok(n) => MappingStats::add(&stats.bytes_to_backend, n as u64),
-        // Full socket buffer or ICMP error from an earlier datagram: UDP may drop.
-        Err(_) => MappingStats::add(&stats.errors, 1),
+
+    /// Sends a run of datagrams of `client`'s flow on its socket `fd`.
+    fn flush(
+        &self,
+        batch: &RecvBatch,
+        run: &[usize],
+        fd: RawFd,
+        gso: bool,
+        client: Option<SocketAddr>,
+        flows: &mut HashMap<SocketAddr, Flow>,
+    ) {
+        if run.is_empty() {
+            return;
+        }
+        // A raw send: tokio's try_send reports WouldBlock on a socket it has not yet seen
+        // become writable, which would drop every flow's first datagram.
+        let sent = dgram::send_batch(
+            fd,
+            run.iter().map(|&i| batch.payload(i)),
+            None,
+            LocalDst::Unknown,
+            gso,
+        );
+        if sent.gso_refused {
+            if let Some(flow) = client.and_then(|c| flows.get_mut(&c)) {
+                flow.gso = false;
+            }
+        }
+        let stats = &self.shared.stats;
+        MappingStats::add(&stats.bytes_to_backend, sent.bytes);
+        if sent.dropped > 0 {
+            // Full socket buffer or ICMP error from an earlier datagram: UDP may drop.
+            MappingStats::add(&stats.errors, sent.dropped as u64);
+        }
     }
 }
 
@@ -218,6 +293,7 @@ fn new_flow(
     ));
     Ok(Flow {
         socket,
+        gso: true,
         last_active,
         replies,
         stats,
@@ -233,228 +309,51 @@ async fn relay_replies(
     stats: Arc<MappingStats>,
     clock: Instant,
 ) {
-    let (client_raw, client_len) = sockaddr_from(client);
+    let to = dgram::sockaddr_from(client);
+    let fd = backend.as_raw_fd();
+    let recv = || REPLY_BATCH.with(|b| b.borrow_mut().recv(fd, false));
+    let mut gso = true;
     loop {
         if backend.readable().await.is_err() {
             return;
         }
-        REPLY_BUFFER.with(|cell| {
-            let mut buf = cell.borrow_mut();
-            loop {
-                match backend.try_recv(&mut buf[..]) {
-                    Ok(n) => {
-                        last_active.store(clock.elapsed().as_millis() as u64, Ordering::Relaxed);
-                        match send_with_src(
+        let mut drained = false;
+        for _ in 0..BATCHES_PER_WAKEUP {
+            match backend.try_io(Interest::READABLE, recv) {
+                Ok(_) => {
+                    last_active.store(clock.elapsed().as_millis() as u64, Ordering::Relaxed);
+                    let sent = REPLY_BATCH.with(|b| {
+                        let batch = b.borrow();
+                        dgram::send_batch(
                             listener.as_raw_fd(),
-                            &buf[..n],
-                            &client_raw,
-                            client_len,
+                            (0..batch.len()).map(|i| batch.payload(i)),
+                            Some(&to),
                             dst,
-                        ) {
-                            Ok(_) => MappingStats::add(&stats.bytes_to_client, n as u64),
-                            Err(_) => MappingStats::add(&stats.errors, 1),
-                        }
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(_) => {
-                        // ECONNREFUSED from an ICMP port-unreachable: the backend is not
-                        // listening (yet); keep the flow, count it.
-                        MappingStats::add(&stats.errors, 1);
-                        break;
+                            gso,
+                        )
+                    });
+                    gso &= !sent.gso_refused;
+                    MappingStats::add(&stats.bytes_to_client, sent.bytes);
+                    if sent.dropped > 0 {
+                        MappingStats::add(&stats.errors, sent.dropped as u64);
                     }
                 }
-            }
-        });
-    }
-}
-
-fn send_connected(fd: RawFd, payload: &[u8]) -> io::Result<usize> {
-    // SAFETY: payload is a valid slice; the socket is connected.
-    let n = unsafe {
-        libc::send(
-            fd,
-            payload.as_ptr() as *const libc::c_void,
-            payload.len(),
-            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-        )
-    };
-    if n < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(n as usize)
-    }
-}
-
-/// Control-message space for one in6_pktinfo (the larger of the two), 8-byte aligned.
-type CmsgBuffer = [u64; 8];
-
-fn recv_with_dst(fd: RawFd, buf: &mut [u8]) -> io::Result<(usize, SocketAddr, LocalDst)> {
-    // SAFETY: all structures are plain C data, zero-initialised, sized for recvmsg.
-    unsafe {
-        let mut addr: libc::sockaddr_storage = zeroed();
-        let mut control: CmsgBuffer = [0; 8];
-        let mut iov = libc::iovec {
-            iov_base: buf.as_mut_ptr() as *mut libc::c_void,
-            iov_len: buf.len(),
-        };
-        let mut msg: libc::msghdr = zeroed();
-        msg.msg_name = &mut addr as *mut _ as *mut libc::c_void;
-        msg.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = control.as_mut_ptr() as *mut libc::c_void;
-        msg.msg_controllen = size_of::<CmsgBuffer>() as _;
-        let n = libc::recvmsg(fd, &mut msg, libc::MSG_DONTWAIT);
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let client = sockaddr_to(&addr).ok_or_else(|| {
-            io::Error::new(io::ErrorKind::InvalidData, "datagram from a non-IP address")
-        })?;
-        let mut dst = LocalDst::Unknown;
-        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
-        while !cmsg.is_null() {
-            let c = &*cmsg;
-            if c.cmsg_level == libc::IPPROTO_IP && c.cmsg_type == libc::IP_PKTINFO {
-                let info =
-                    std::ptr::read_unaligned(libc::CMSG_DATA(cmsg) as *const libc::in_pktinfo);
-                dst = LocalDst::V4(info.ipi_addr);
-            } else if c.cmsg_level == libc::IPPROTO_IPV6 && c.cmsg_type == libc::IPV6_PKTINFO {
-                let info =
-                    std::ptr::read_unaligned(libc::CMSG_DATA(cmsg) as *const libc::in6_pktinfo);
-                dst = LocalDst::V6(info.ipi6_addr, info.ipi6_ifindex);
-            }
-            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
-        }
-        Ok((n as usize, client, dst))
-    }
-}
-
-fn send_with_src(
-    fd: RawFd,
-    payload: &[u8],
-    to: &libc::sockaddr_storage,
-    to_len: libc::socklen_t,
-    src: LocalDst,
-) -> io::Result<usize> {
-    // SAFETY: as in recv_with_dst; the control buffer is large enough for one pktinfo.
-    unsafe {
-        let mut control: CmsgBuffer = [0; 8];
-        let mut iov = libc::iovec {
-            iov_base: payload.as_ptr() as *mut libc::c_void,
-            iov_len: payload.len(),
-        };
-        let mut msg: libc::msghdr = zeroed();
-        msg.msg_name = to as *const _ as *mut libc::c_void;
-        msg.msg_namelen = to_len;
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        match src {
-            LocalDst::Unknown => {}
-            LocalDst::V4(addr) => {
-                msg.msg_control = control.as_mut_ptr() as *mut libc::c_void;
-                msg.msg_controllen = libc::CMSG_SPACE(size_of::<libc::in_pktinfo>() as u32) as _;
-                let cmsg = libc::CMSG_FIRSTHDR(&msg);
-                (*cmsg).cmsg_level = libc::IPPROTO_IP;
-                (*cmsg).cmsg_type = libc::IP_PKTINFO;
-                (*cmsg).cmsg_len = libc::CMSG_LEN(size_of::<libc::in_pktinfo>() as u32) as _;
-                let info = libc::in_pktinfo {
-                    ipi_ifindex: 0,
-                    ipi_spec_dst: addr,
-                    ipi_addr: libc::in_addr { s_addr: 0 },
-                };
-                std::ptr::write_unaligned(libc::CMSG_DATA(cmsg) as *mut libc::in_pktinfo, info);
-            }
-            LocalDst::V6(addr, ifindex) => {
-                msg.msg_control = control.as_mut_ptr() as *mut libc::c_void;
-                msg.msg_controllen = libc::CMSG_SPACE(size_of::<libc::in6_pktinfo>() as u32) as _;
-                let cmsg = libc::CMSG_FIRSTHDR(&msg);
-                (*cmsg).cmsg_level = libc::IPPROTO_IPV6;
-                (*cmsg).cmsg_type = libc::IPV6_PKTINFO;
-                (*cmsg).cmsg_len = libc::CMSG_LEN(size_of::<libc::in6_pktinfo>() as u32) as _;
-                // The interface matters only for link-local sources; elsewhere leave routing
-                // free to pick it.
-                let link_local = addr.s6_addr[0] == 0xfe && (addr.s6_addr[1] & 0xc0) == 0x80;
-                let info = libc::in6_pktinfo {
-                    ipi6_addr: addr,
-                    ipi6_ifindex: if link_local { ifindex } else { 0 },
-                };
-                std::ptr::write_unaligned(libc::CMSG_DATA(cmsg) as *mut libc::in6_pktinfo, info);
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    drained = true;
+                    break;
+                }
+                Err(_) => {
+                    // ECONNREFUSED from an ICMP port-unreachable: the backend is not
+                    // listening (yet); keep the flow, count it.
+                    MappingStats::add(&stats.errors, 1);
+                    drained = true;
+                    break;
+                }
             }
         }
-        let n = libc::sendmsg(fd, &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL);
-        if n < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(n as usize)
-        }
-    }
-}
-
-fn sockaddr_to(addr: &libc::sockaddr_storage) -> Option<SocketAddr> {
-    match addr.ss_family as libc::c_int {
-        libc::AF_INET => {
-            // SAFETY: the family says the storage holds a sockaddr_in.
-            let a = unsafe { &*(addr as *const _ as *const libc::sockaddr_in) };
-            Some(SocketAddr::V4(SocketAddrV4::new(
-                Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr)),
-                u16::from_be(a.sin_port),
-            )))
-        }
-        libc::AF_INET6 => {
-            // SAFETY: the family says the storage holds a sockaddr_in6.
-            let a = unsafe { &*(addr as *const _ as *const libc::sockaddr_in6) };
-            Some(SocketAddr::V6(SocketAddrV6::new(
-                Ipv6Addr::from(a.sin6_addr.s6_addr),
-                u16::from_be(a.sin6_port),
-                a.sin6_flowinfo,
-                a.sin6_scope_id,
-            )))
-        }
-        _ => None,
-    }
-}
-
-fn sockaddr_from(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
-    // SAFETY: zeroed sockaddr_storage is valid; we write the matching variant into it.
-    unsafe {
-        let mut storage: libc::sockaddr_storage = zeroed();
-        let len = match addr {
-            SocketAddr::V4(v4) => {
-                let a = &mut *(&mut storage as *mut _ as *mut libc::sockaddr_in);
-                a.sin_family = libc::AF_INET as libc::sa_family_t;
-                a.sin_port = v4.port().to_be();
-                a.sin_addr = libc::in_addr {
-                    s_addr: u32::from(*v4.ip()).to_be(),
-                };
-                size_of::<libc::sockaddr_in>()
-            }
-            SocketAddr::V6(v6) => {
-                let a = &mut *(&mut storage as *mut _ as *mut libc::sockaddr_in6);
-                a.sin6_family = libc::AF_INET6 as libc::sa_family_t;
-                a.sin6_port = v6.port().to_be();
-                a.sin6_addr = libc::in6_addr {
-                    s6_addr: v6.ip().octets(),
-                };
-                a.sin6_flowinfo = v6.flowinfo();
-                a.sin6_scope_id = v6.scope_id();
-                size_of::<libc::sockaddr_in6>()
-            }
-        };
-        (storage, len as libc::socklen_t)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sockaddr_round_trip() {
-        for text in ["127.0.0.1:5353", "[::1]:53", "[fe80::1%2]:9"] {
-            let a: SocketAddr = text.parse().unwrap();
-            let (raw, _) = sockaddr_from(a);
-            assert_eq!(sockaddr_to(&raw), Some(a));
+        if !drained {
+            // A busy flow: let the other tasks run before the next burst.
+            tokio::task::yield_now().await;
         }
     }
 }

@@ -846,6 +846,34 @@ fn add_repairs_shared_layout_removed_by_hand() {
 }
 
 #[test]
+fn claims_whose_rules_were_flushed_by_hand_are_stale() {
+    for backend in ["iptables", "nftables"] {
+        let t = Topo::new(&format!("s{}", &backend[..1]));
+        let c = conf(
+            backend,
+            json!([tcp(22075, 80)]),
+            &[&format!("{C4}/24")],
+            json!({}),
+        );
+        t.ferry("ADD", "sa", &c).expect("ADD a");
+        let err = t.ferry("ADD", "sb", &c).expect_err("port of sa");
+        assert_eq!(code_of(&err), 101, "{err}");
+        if backend == "iptables" {
+            t.in_host(&["iptables", "-t", "nat", "-F"]);
+            t.in_host(&["iptables", "-t", "nat", "-X"]);
+        } else {
+            t.in_host(&["nft", "delete", "table", "ip", "cni_hostport"]);
+        }
+        t.ferry("ADD", "sb", &c)
+            .expect("the claim of sa is stale once its rules are gone");
+        t.ferry("CHECK", "sb", &c).expect("CHECK sb");
+        t.ferry("DEL", "sb", &c).expect("DEL sb");
+        t.ferry("DEL", "sa", &c).expect("DEL sa (nothing left)");
+        assert_eq!(t.leftovers(), Vec::<String>::new());
+    }
+}
+
+#[test]
 fn parallel_adds_and_dels_of_different_containers() {
     for backend in ["iptables", "nftables"] {
         let t = Topo::new(&format!("p{}", &backend[..1]));

@@ -3,6 +3,8 @@
 //! between networks.
 
 pub mod config;
+pub mod deferred_delete;
+pub mod ipam;
 pub mod names;
 pub mod plugin;
 pub mod spoofcheck;

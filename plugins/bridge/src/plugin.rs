@@ -14,6 +14,8 @@ use ipnet::IpNet;
 use netops::{sysctl, Link, LinkKind, Netlink, Netns, VethSpec};
 
 use crate::config::{calc_gateways, BridgeConf};
+use crate::deferred_delete;
+use crate::ipam::Ipam;
 use crate::names::{masq_names, random_veth_name};
 use crate::spoofcheck;
 
@@ -193,13 +195,15 @@ impl BridgePlugin {
             ));
         }
         let host = Netlink::current().map_err(nl_err)?;
+        let ipam_plugin = Ipam::select(&conf.ipam_type, req);
+        let ipam_plugin = &ipam_plugin;
         let mut undo = Undo::new();
-        // IPAM runs in parallel with the link work: it is a separate process that does not
-        // depend on the links, so ADD costs max(IPAM, netlink) instead of their sum.
+        // IPAM runs in parallel with the link work: it does not depend on the links (and
+        // may be a separate process), so ADD costs max(IPAM, netlink) instead of their sum.
         let (links, ipam) = std::thread::scope(|s| {
             let ipam = conf
                 .is_layer3()
-                .then(|| s.spawn(|| invoke::delegate_add(&conf.ipam_type, req)));
+                .then(|| s.spawn(move || ipam_plugin.add(req)));
             let links = self.add_links(&host, &ns, &cont, ifname, conf, &mut undo);
             let ipam = ipam.map(|t| {
                 t.join()
@@ -210,8 +214,8 @@ impl BridgePlugin {
         // A failed IPAM ADD may still have reserved something before failing: DEL it too
         // (the spec asks a main plugin to clean up its delegate either way).
         if ipam.is_some() {
-            undo.push(|| {
-                let _ = invoke::delegate_del(&conf.ipam_type, req);
+            undo.push(move || {
+                let _ = ipam_plugin.del(req);
             });
         }
         let Links {
@@ -539,7 +543,7 @@ impl Plugin for BridgePlugin {
             // IPAM always, whatever happens to the links.
             let ipam = conf
                 .is_layer3()
-                .then(|| s.spawn(|| invoke::delegate_del(&conf.ipam_type, req)));
+                .then(|| s.spawn(|| Ipam::select(&conf.ipam_type, req).del(req)));
             // ipMasq by name, so it goes even when the netns (and thus the addresses) are
             // gone — the reference leaks the rules in that case.
             let masq = (conf.is_layer3() && conf.ip_masq).then(|| {
@@ -552,13 +556,14 @@ impl Plugin for BridgePlugin {
                 s.spawn(|| spoofcheck::teardown(&spoofcheck::ref_id(&req.env.container_id, ifname)))
             });
             let mut errs = Vec::new();
-            // The container interface (its host peer goes with it). A netns that no longer
-            // exists means the kernel already removed both ends.
+            // The container interface (its host peer goes with it); the kernel's slow
+            // part of the delete is left to a detached process (see deferred_delete). A
+            // netns that no longer exists means the kernel already removed both ends.
             if let Some(path) = req.env.netns.as_deref() {
                 match Netns::open(path) {
                     Ok(ns) => {
-                        if let Err(e) =
-                            Netlink::in_netns(&ns).and_then(|c| c.del_link_by_name(ifname))
+                        if let Err(e) = Netlink::in_netns(&ns)
+                            .and_then(|c| deferred_delete::remove_container_link(&c, ifname))
                         {
                             errs.push(
                                 nl_err(e)
@@ -588,7 +593,7 @@ impl Plugin for BridgePlugin {
         let netns_path = netns_path(req)?;
         let ns = Netns::open(netns_path).map_err(nl_err)?;
         if conf.is_layer3() {
-            invoke::delegate_check(&conf.ipam_type, req)?;
+            Ipam::select(&conf.ipam_type, req).check(req)?;
         }
         let prev = req
             .conf

@@ -1,14 +1,17 @@
-//! rtnetlink, driven synchronously: one socket per namespace, one small single-threaded
-//! runtime per socket, every call blocks until the kernel answered.
+//! rtnetlink over a plain blocking socket: one socket per namespace, every call sends one
+//! request and reads the kernel's answer before it returns.
 //!
-//! Requests are built as raw route messages and sent through [`rtnetlink::Handle::request`]
-//! so that we see the netlink header of every reply: that is where the kernel reports
-//! NLM_F_DUMP_INTR (the table changed while it was being dumped, so the dump may be
-//! inconsistent). Dumps that report it are retried.
+//! A plugin makes a few dozen requests and exits, so there is nothing for an async runtime
+//! to overlap: a blocking `send` + `recv` costs a few microseconds, where building a runtime
+//! and routing each reply through a connection task cost tens. Messages are built and
+//! parsed with netlink-packet-route; we read every reply's netlink header ourselves, which
+//! is where the kernel reports NLM_F_DUMP_INTR (the table changed while it was being
+//! dumped, so the dump may be inconsistent). Dumps that report it are retried.
 
 use std::net::{IpAddr, Ipv4Addr};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicU32, Ordering};
 
-use futures::StreamExt;
 use ipnet::IpNet;
 use netlink_packet_core::{
     NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_DUMP_INTR,
@@ -24,13 +27,17 @@ use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
 };
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
-use netlink_sys::{protocols::NETLINK_ROUTE, AsyncSocket, TokioSocket};
 
 use crate::error::{code, Error, Result};
 use crate::netns::Netns;
 
 /// How often a dump interrupted by a concurrent change is retried before giving up.
 const DUMP_RETRIES: usize = 10;
+
+/// Receive buffer size. The kernel sizes dump datagrams to fit a page-sized (at most
+/// 32 KiB) skb, and single replies (one link, one route) are far smaller; a datagram
+/// larger than this is reported, never silently cut (MSG_TRUNC).
+const RECV_BUF: usize = 64 << 10;
 
 /// What kind of link this is, as far as we care.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -143,114 +150,192 @@ pub struct VethSpec<'a> {
 
 /// A netlink route socket bound to one namespace, with blocking helpers.
 pub struct Netlink {
-    rt: tokio::runtime::Runtime,
-    handle: rtnetlink::Handle,
+    sock: OwnedFd,
+    seq: AtomicU32,
 }
 
-/// A netlink route socket registered with `rt`'s reactor, created in the calling thread's
-/// namespace. Built with `TokioSocket::new` (fallible) rather than from a raw fd, whose
-/// constructor panics on registration errors.
-fn open_route_socket(rt: &tokio::runtime::Handle) -> Result<TokioSocket> {
-    let _guard = rt.enter();
-    <TokioSocket as AsyncSocket>::new(NETLINK_ROUTE)
-        .map_err(|e| Error::new(code::INTERNAL, format!("opening netlink socket: {e}")))
+/// A netlink route socket in the calling thread's namespace (a netlink socket stays bound
+/// to the namespace it was created in, whichever thread uses it later).
+fn open_route_socket() -> Result<OwnedFd> {
+    // SAFETY: plain socket(2); the fd is owned by the OwnedFd below and nowhere else.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            libc::NETLINK_ROUTE,
+        )
+    };
+    if fd < 0 {
+        let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
+        return Err(Error::from_errno(
+            code::INTERNAL,
+            errno,
+            "opening netlink socket",
+        ));
+    }
+    // SAFETY: fd is a fresh, valid descriptor we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-fn new_runtime() -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_io()
-        .build()
-        .map_err(|e| Error::new(code::INTERNAL, format!("starting netlink runtime: {e}")))
+/// One parsed reply of a request or dump, with the header flags that matter.
+struct Reply {
+    flags: u16,
+    payload: NetlinkPayload<RouteNetlinkMessage>,
 }
 
 impl Netlink {
     /// A socket in the caller's own namespace (the host, for a plugin).
     pub fn current() -> Result<Self> {
-        let rt = new_runtime()?;
-        let sock = open_route_socket(rt.handle())?;
-        Ok(Self::from_socket(rt, sock))
+        Ok(Self::from_socket(open_route_socket()?))
     }
 
     /// A socket inside `ns`. Only the socket's creation happens in the namespace (on a
     /// throw-away thread); all requests are then sent from the caller's thread.
     pub fn in_netns(ns: &Netns) -> Result<Self> {
-        let rt = new_runtime()?;
-        let handle = rt.handle().clone();
-        let sock = ns.run(move || open_route_socket(&handle))??;
-        Ok(Self::from_socket(rt, sock))
+        let sock = ns.run(open_route_socket)??;
+        Ok(Self::from_socket(sock))
     }
 
-    fn from_socket(rt: tokio::runtime::Runtime, sock: TokioSocket) -> Self {
-        let (conn, handle, _) = rtnetlink::from_socket(sock);
-        rt.spawn(conn);
-        Netlink { rt, handle }
+    fn from_socket(sock: OwnedFd) -> Self {
+        Netlink {
+            sock,
+            seq: AtomicU32::new(1),
+        }
+    }
+
+    /// Sends `msg` with `flags` and calls `on_reply` for every reply that belongs to it,
+    /// until `on_reply` says the exchange is over (true).
+    fn exchange(
+        &self,
+        msg: RouteNetlinkMessage,
+        flags: u16,
+        mut on_reply: impl FnMut(Reply) -> Result<bool>,
+    ) -> Result<()> {
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed);
+        let mut req = NetlinkMessage::from(msg);
+        req.header.flags = flags;
+        req.header.sequence_number = seq;
+        req.finalize();
+        let mut out = vec![0u8; req.buffer_len()];
+        req.serialize(&mut out);
+        let fd = self.sock.as_raw_fd();
+        loop {
+            // SAFETY: out is a valid buffer of out.len() bytes for the duration of the call.
+            let n = unsafe { libc::send(fd, out.as_ptr().cast(), out.len(), 0) };
+            if n >= 0 {
+                break;
+            }
+            let err = std::io::Error::last_os_error();
+            if err.kind() != std::io::ErrorKind::Interrupted {
+                return Err(Error::from_errno(
+                    code::INTERNAL,
+                    err.raw_os_error().unwrap_or(0),
+                    "sending netlink request",
+                ));
+            }
+        }
+        let mut buf = vec![0u8; RECV_BUF];
+        loop {
+            // SAFETY: buf is a valid, writable buffer of buf.len() bytes.
+            let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_TRUNC) };
+            if n < 0 {
+                let err = std::io::Error::last_os_error();
+                if err.kind() == std::io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(Error::from_errno(
+                    code::INTERNAL,
+                    err.raw_os_error().unwrap_or(0),
+                    "reading netlink reply",
+                ));
+            }
+            let n = n as usize;
+            if n > buf.len() {
+                return Err(Error::new(
+                    code::INTERNAL,
+                    format!("netlink reply of {n} bytes does not fit the {RECV_BUF}-byte buffer"),
+                ));
+            }
+            let mut off = 0;
+            while off + 16 <= n {
+                let len = u32::from_ne_bytes([buf[off], buf[off + 1], buf[off + 2], buf[off + 3]])
+                    as usize;
+                if len < 16 || off + len > n {
+                    return Err(Error::new(
+                        code::INTERNAL,
+                        format!("malformed netlink reply (message length {len})"),
+                    ));
+                }
+                let bytes = &buf[off..off + len];
+                off += (len + 3) & !3;
+                let msg_seq = u32::from_ne_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
+                if msg_seq != seq {
+                    continue; // a late answer to an earlier request
+                }
+                let flags = u16::from_ne_bytes([bytes[6], bytes[7]]);
+                let payload = match NetlinkMessage::<RouteNetlinkMessage>::deserialize(bytes) {
+                    Ok(m) => m.payload,
+                    // An attribute this library cannot decode: skip the message, as the
+                    // async connection did, rather than fail the whole exchange.
+                    Err(_) => continue,
+                };
+                if on_reply(Reply { flags, payload })? {
+                    return Ok(());
+                }
+            }
+        }
     }
 
     /// Sends one request and waits for its ACK (or error). Returns the inner messages the
     /// kernel sent back (for GET requests without DUMP).
     fn request(&self, msg: RouteNetlinkMessage, flags: u16) -> Result<Vec<RouteNetlinkMessage>> {
-        let mut req = NetlinkMessage::from(msg);
-        req.header.flags = NLM_F_REQUEST | NLM_F_ACK | flags;
-        let mut handle = self.handle.clone();
-        self.rt.block_on(async move {
-            let mut stream = handle
-                .request(req)
-                .map_err(|e| Error::new(code::INTERNAL, format!("sending netlink request: {e}")))?;
-            let mut out = Vec::new();
-            while let Some(reply) = stream.next().await {
-                match reply.payload {
-                    NetlinkPayload::Error(err) => {
-                        if let Some(c) = err.code {
-                            return Err(Error::from_errno(code::INTERNAL, -c.get(), "netlink"));
-                        }
-                    }
-                    NetlinkPayload::InnerMessage(m) => out.push(m),
-                    _ => {}
+        let mut out = Vec::new();
+        self.exchange(
+            msg,
+            NLM_F_REQUEST | NLM_F_ACK | flags,
+            |reply| match reply.payload {
+                NetlinkPayload::Error(err) => match err.code {
+                    Some(c) => Err(Error::from_errno(code::INTERNAL, -c.get(), "netlink")),
+                    None => Ok(true),
+                },
+                NetlinkPayload::Done(_) => Ok(true),
+                NetlinkPayload::InnerMessage(m) => {
+                    out.push(m);
+                    Ok(false)
                 }
-            }
-            Ok(out)
-        })
+                _ => Ok(false),
+            },
+        )?;
+        Ok(out)
     }
 
     /// Dumps, retrying while the kernel flags the dump as interrupted.
     fn dump(&self, msg: RouteNetlinkMessage) -> Result<Vec<RouteNetlinkMessage>> {
         for _ in 0..DUMP_RETRIES {
-            let mut req = NetlinkMessage::from(msg.clone());
-            req.header.flags = NLM_F_REQUEST | NLM_F_DUMP;
-            let mut handle = self.handle.clone();
-            let (out, interrupted) = self.rt.block_on(async move {
-                let mut stream = handle.request(req).map_err(|e| {
-                    Error::new(code::INTERNAL, format!("sending netlink dump: {e}"))
-                })?;
-                let mut out = Vec::new();
-                let mut interrupted = false;
-                while let Some(reply) = stream.next().await {
-                    let errno = match &reply.payload {
-                        NetlinkPayload::Error(err) => err.code.map(|c| -c.get()),
-                        _ => None,
-                    };
-                    match dump_step(reply.header.flags, errno) {
-                        DumpStep::Keep => {
-                            if let NetlinkPayload::InnerMessage(m) = reply.payload {
-                                out.push(m);
-                            }
-                        }
-                        DumpStep::KeepInterrupted => {
-                            interrupted = true;
-                            if let NetlinkPayload::InnerMessage(m) = reply.payload {
-                                out.push(m);
-                            }
-                        }
-                        DumpStep::Retry => {
-                            interrupted = true;
-                            break;
-                        }
-                        DumpStep::Fail(e) => {
-                            return Err(Error::from_errno(code::INTERNAL, e, "netlink dump"))
-                        }
+            let mut out = Vec::new();
+            let mut interrupted = false;
+            self.exchange(msg.clone(), NLM_F_REQUEST | NLM_F_DUMP, |reply| {
+                let (errno, last) = match &reply.payload {
+                    NetlinkPayload::Error(err) => (err.code.map(|c| -c.get()), true),
+                    NetlinkPayload::Done(d) if d.code < 0 => (Some(-d.code), true),
+                    NetlinkPayload::Done(_) => (None, true),
+                    _ => (None, false),
+                };
+                match dump_step(reply.flags, errno) {
+                    DumpStep::Keep => {}
+                    DumpStep::KeepInterrupted => interrupted = true,
+                    DumpStep::Retry => {
+                        interrupted = true;
+                        return Ok(true);
+                    }
+                    DumpStep::Fail(e) => {
+                        return Err(Error::from_errno(code::INTERNAL, e, "netlink dump"))
                     }
                 }
-                Ok::<_, Error>((out, interrupted))
+                if let NetlinkPayload::InnerMessage(m) = reply.payload {
+                    out.push(m);
+                }
+                Ok(last)
             })?;
             if !interrupted {
                 return Ok(out);
@@ -438,6 +523,20 @@ impl Netlink {
     /// Sets the link administratively up.
     pub fn set_up(&self, index: u32) -> Result<()> {
         self.set_flags(index, LinkFlags::Up, true)
+    }
+
+    /// Sets the link administratively down.
+    pub fn set_down(&self, index: u32) -> Result<()> {
+        self.set_flags(index, LinkFlags::Up, false)
+    }
+
+    /// Renames link `index` to `name`. The kernel refuses (EBUSY) while the link is up.
+    pub fn rename(&self, index: u32, name: &str) -> Result<()> {
+        let mut msg = LinkMessage::default();
+        msg.header.index = index;
+        msg.attributes.push(LinkAttribute::IfName(name.to_string()));
+        self.set_link(msg)
+            .map_err(|e| e.context(format!("renaming link #{index} to {name:?}")))
     }
 
     /// Sets the MTU.

@@ -152,12 +152,26 @@ pub fn adopt_fd(fd: RawFd, want_tcp: bool) -> io::Result<InheritedSocket> {
 
 /// Keepalive on forwarded connections: finds dead peers (a client that vanished without
 /// FIN) so their slots and file descriptors come back.
-pub fn set_keepalive(stream: &tokio::net::TcpStream, idle: Duration) -> io::Result<()> {
+pub fn set_keepalive(socket: &impl std::os::fd::AsFd, idle: Duration) -> io::Result<()> {
     let ka = TcpKeepalive::new()
         .with_time(idle)
         .with_interval(Duration::from_secs(10))
         .with_retries(6);
-    SockRef::from(stream).set_tcp_keepalive(&ka)
+    SockRef::from(socket).set_tcp_keepalive(&ka)
+}
+
+/// The options of a forwarded TCP socket: TCP_NODELAY (a proxy must not add Nagle delays
+/// to what the ends chose to send) and keepalive (None: off). On a listener they are
+/// inherited by every accepted socket.
+pub fn set_stream_options(
+    socket: &impl std::os::fd::AsFd,
+    keepalive: Option<Duration>,
+) -> io::Result<()> {
+    SockRef::from(socket).set_tcp_nodelay(true)?;
+    if let Some(idle) = keepalive {
+        set_keepalive(socket, idle)?;
+    }
+    Ok(())
 }
 
 /// Closes a connection with RST instead of FIN: a refused client learns at once.
@@ -197,4 +211,24 @@ pub fn with_reserve_released<R>(f: impl FnOnce() -> R) -> Option<R> {
     let r = f();
     *guard = std::fs::File::open("/dev/null").ok();
     Some(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepted_sockets_inherit_the_listener_options() {
+        let listener = tcp_listener("127.0.0.1:0".parse().unwrap()).unwrap();
+        set_stream_options(&listener, Some(Duration::from_secs(77))).unwrap();
+        let _client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        listener.set_nonblocking(false).unwrap();
+        let (accepted, _) = listener.accept().unwrap();
+        let s = SockRef::from(&accepted);
+        assert!(s.tcp_nodelay().unwrap());
+        assert!(s.keepalive().unwrap());
+        assert_eq!(s.tcp_keepalive_time().unwrap(), Duration::from_secs(77));
+        assert_eq!(s.tcp_keepalive_interval().unwrap(), Duration::from_secs(10));
+        assert_eq!(s.tcp_keepalive_retries().unwrap(), 6);
+    }
 }

@@ -6,15 +6,16 @@
 //! sockets are dropped (closed) only when both directions are done or either fails, so no
 //! socket lingers in CLOSE_WAIT after its peer finished.
 //!
-//! Data path: on Linux each direction moves bytes socket → pipe → socket with splice(2) and
-//! never copies them into user space; a direction whose pipe cannot be created (out of file
-//! descriptors) or when splicing is switched off uses a plain buffered copy. Pipes and
-//! buffers are created only once the first byte arrives, so idle connections cost two
-//! sockets and a small task.
+//! Data path: small pieces (under 64 KiB per read) go through one buffer per runtime thread,
+//! read and sent in one round without awaiting; once a read fills that buffer the direction
+//! is bulk and on Linux moves socket → pipe → socket with splice(2), never copying into user
+//! space (a direction whose pipe cannot be created, or with splicing switched off, keeps
+//! copying). Idle and chatty connections own no pipe and no buffer: two sockets and a task.
 
 use crate::metrics::{GaugeGuard, MappingStats};
 use crate::proxyproto::{self, ProxyProtocol};
 use crate::sockets;
+use std::cell::RefCell;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -84,6 +85,9 @@ const EXHAUSTION_BACKOFF: Duration = Duration::from_millis(10);
 /// Accepts connections on `listener` forever and forwards each to `backend`.
 pub async fn serve(listener: TcpListener, backend: SocketAddr, shared: Arc<TcpShared>) {
     sockets::ensure_reserve_fd();
+    // Accepted sockets inherit TCP_NODELAY and the keepalive settings of their listener:
+    // set once here instead of on every client socket.
+    let inherited = sockets::set_stream_options(&listener, shared.opts.keepalive).is_ok();
     loop {
         match listener.accept().await {
             Ok((client, peer)) => {
@@ -96,6 +100,9 @@ pub async fn serve(listener: TcpListener, backend: SocketAddr, shared: Arc<TcpSh
                     }
                 };
                 let shared = shared.clone();
+                if !inherited {
+                    let _ = sockets::set_stream_options(&client, shared.opts.keepalive);
+                }
                 tokio::spawn(async move {
                     let _permit = permit;
                     handle(client, peer, backend, &shared).await;
@@ -164,12 +171,7 @@ async fn handle(client: TcpStream, peer: SocketAddr, backend: SocketAddr, shared
                     return;
                 }
             };
-        for s in [&client, &server] {
-            let _ = s.set_nodelay(true);
-            if let Some(idle) = shared.opts.keepalive {
-                let _ = sockets::set_keepalive(s, idle);
-            }
-        }
+        let _ = sockets::set_stream_options(&server, shared.opts.keepalive);
         if let Some(version) = shared.opts.proxy_protocol {
             let local = client.local_addr().unwrap_or(peer);
             let header = proxyproto::header(version, peer, local);
@@ -210,56 +212,109 @@ pub async fn forward(
     Ok(())
 }
 
-/// One direction: waits for the first byte, then splices (or copies) until EOF, then
-/// propagates the half-close.
+/// Bytes one read-and-send round moves through user space.
+const COPY_CHUNK: usize = 64 * 1024;
+
+thread_local! {
+    /// The copy buffer of every connection served by this runtime thread: a round fills
+    /// and empties it without awaiting, so one buffer per thread is enough and idle or
+    /// chatty connections own none.
+    static COPY_BUFFER: RefCell<Box<[u8]>> = RefCell::new(vec![0u8; COPY_CHUNK].into_boxed_slice());
+}
+
+/// What one read-and-send round did.
+struct Round {
+    /// Bytes read from the source (0: EOF).
+    read: usize,
+    /// What the destination did not take yet (its buffer was full).
+    rest: Option<Vec<u8>>,
+    /// The destination failed.
+    send_error: Option<io::Error>,
+}
+
+/// Reads what the source has (up to [`COPY_CHUNK`]) and sends it on at once. Err only
+/// for the read, so the caller's readiness bookkeeping concerns the source alone.
+fn read_and_send(src_fd: RawFd, dst_fd: RawFd) -> io::Result<Round> {
+    COPY_BUFFER.with(|cell| {
+        let mut buf = cell.borrow_mut();
+        let n = read_fd(src_fd, &mut buf)?;
+        let mut off = 0;
+        while off < n {
+            match send_fd(dst_fd, &buf[off..n]) {
+                Ok(k) => off += k,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    return Ok(Round {
+                        read: n,
+                        rest: Some(buf[off..n].to_vec()),
+                        send_error: None,
+                    })
+                }
+                Err(e) => {
+                    return Ok(Round {
+                        read: n,
+                        rest: None,
+                        send_error: Some(e),
+                    })
+                }
+            }
+        }
+        Ok(Round {
+            read: n,
+            rest: None,
+            send_error: None,
+        })
+    })
+}
+
+/// One direction until EOF, then the half-close is passed on.
+///
+/// Small exchanges (requests, answers, anything that arrives in pieces under 64 KiB) are
+/// read and sent through a per-thread buffer: two system calls per piece and no pipe. A
+/// read that fills the whole buffer means bulk data; from then on the direction splices
+/// socket → pipe → socket (when allowed and a pipe can be had) and the bytes stay in the
+/// kernel.
 async fn pump(
     src: &TcpStream,
     dst: &TcpStream,
     counter: &AtomicU64,
     splice: bool,
 ) -> io::Result<()> {
-    src.readable().await?;
-    #[cfg(target_os = "linux")]
-    if splice {
-        if let Ok(pipe) = Pipe::new() {
-            return splice_until_eof(src, dst, &pipe, counter).await;
+    let (src_fd, dst_fd) = (src.as_raw_fd(), dst.as_raw_fd());
+    loop {
+        let round = src
+            .async_io(Interest::READABLE, || read_and_send(src_fd, dst_fd))
+            .await?;
+        if round.read == 0 {
+            shutdown_write(dst);
+            return Ok(());
         }
+        if let Some(e) = round.send_error {
+            return Err(e);
+        }
+        if let Some(rest) = round.rest {
+            let mut off = 0;
+            while off < rest.len() {
+                off += dst
+                    .async_io(Interest::WRITABLE, || send_fd(dst_fd, &rest[off..]))
+                    .await?;
+            }
+        }
+        MappingStats::add(counter, round.read as u64);
+        #[cfg(target_os = "linux")]
+        if splice && round.read == COPY_CHUNK {
+            if let Ok(pipe) = Pipe::new() {
+                return splice_until_eof(src, dst, &pipe, counter).await;
+            }
+        }
+        let _ = splice;
     }
-    let _ = splice;
-    copy_until_eof(src, dst, counter).await
 }
 
 /// Ends our writing half so the peer sees EOF, keeping its reading half open.
 fn shutdown_write(stream: &TcpStream) {
     // ENOTCONN when the peer is already gone: nothing left to tell it.
     let _ = socket2::SockRef::from(stream).shutdown(std::net::Shutdown::Write);
-}
-
-const COPY_BUFFER: usize = 64 * 1024;
-
-async fn copy_until_eof(src: &TcpStream, dst: &TcpStream, counter: &AtomicU64) -> io::Result<()> {
-    let mut buf = vec![0u8; COPY_BUFFER];
-    loop {
-        let n = src
-            .async_io(Interest::READABLE, || {
-                // try_read would need &mut; read(2) through the fd keeps the borrow shared.
-                read_fd(src.as_raw_fd(), &mut buf)
-            })
-            .await?;
-        if n == 0 {
-            shutdown_write(dst);
-            return Ok(());
-        }
-        let mut off = 0;
-        while off < n {
-            off += dst
-                .async_io(Interest::WRITABLE, || {
-                    send_fd(dst.as_raw_fd(), &buf[off..n])
-                })
-                .await?;
-        }
-        MappingStats::add(counter, n as u64);
-    }
 }
 
 fn read_fd(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {

@@ -38,7 +38,7 @@ pub const FLAGS: &[FlagSpec] = &[
     FlagSpec {
         name: "proto",
         boolean: false,
-        help: "proxy protocol: tcp or udp (default \"tcp\")",
+        help: "proxy protocol: tcp, udp or sctp (default \"tcp\")",
     },
     FlagSpec {
         name: "host-ip",
@@ -164,12 +164,8 @@ pub fn parse_args(args: &[String]) -> Result<Command, String> {
         return Ok(Command::Version);
     }
     let proto_text = get("proto").unwrap_or("tcp");
-    let proto = match proto_text {
-        "sctp" => {
-            return Err("sctp is not supported by ferry-proxy (tcp and udp are)".into());
-        }
-        other => Proto::parse(other).ok_or_else(|| format!("unsupported protocol {other:?}"))?,
-    };
+    let proto =
+        Proto::parse(proto_text).ok_or_else(|| format!("unsupported protocol {proto_text:?}"))?;
     let use_listen_fd = get("use-listen-fd") == Some("true");
     let host_ip = match get("host-ip") {
         Some(t) if !t.is_empty() => parse_ip("host-ip", t)?,
@@ -286,11 +282,12 @@ pub fn main(args: &[String]) -> i32 {
         Err(msg) => return status.fail(&msg),
     };
     let socket = if config.use_listen_fd {
-        sockets::adopt_fd(LISTEN_FD, config.proto == Proto::Tcp)
+        sockets::adopt_fd(LISTEN_FD, config.proto)
     } else {
         match config.proto {
             Proto::Tcp => sockets::tcp_listener(config.host).map(InheritedSocket::Tcp),
             Proto::Udp => sockets::udp_socket(config.host).map(InheritedSocket::Udp),
+            Proto::Sctp => sockets::sctp_listener(config.host).map(InheritedSocket::Tcp),
         }
     };
     let socket = match socket {
@@ -366,6 +363,7 @@ async fn serve(
                 max_connections: config.max_connections,
                 proxy_protocol: config.proxy_protocol,
                 splice: config.splice,
+                sctp: config.proto == Proto::Sctp,
                 ..TcpOptions::default()
             };
             let shared = Arc::new(TcpShared::new(opts, stats, closed_rx));
@@ -430,11 +428,18 @@ mod tests {
     #[test]
     fn errors_and_version() {
         assert!(matches!(parse_args(&args("-v")).unwrap(), Command::Version));
+        let Command::Run(c) = parse_args(&args(
+            "-proto sctp -host-port 1 -container-ip 10.0.0.1 -container-port 1",
+        ))
+        .unwrap() else {
+            panic!()
+        };
+        assert_eq!(c.proto, Proto::Sctp);
         assert!(parse_args(&args(
-            "-proto sctp -host-port 1 -container-ip 10.0.0.1 -container-port 1"
+            "-proto dccp -host-port 1 -container-ip 10.0.0.1 -container-port 1"
         ))
         .unwrap_err()
-        .contains("sctp"));
+        .contains("dccp"));
         assert!(parse_args(&args("-host-port 1 -container-port 1"))
             .unwrap_err()
             .contains("-container-ip"));

@@ -330,6 +330,7 @@ impl Registry {
             let socket = match spec.proto {
                 Proto::Tcp => sockets::tcp_listener(host).map(BoundSocket::Tcp),
                 Proto::Udp => sockets::udp_socket(host).map(BoundSocket::Udp),
+                Proto::Sctp => sockets::sctp_listener(host).map(BoundSocket::Tcp),
             };
             match socket {
                 Ok(s) => bound.push((s, backend)),
@@ -345,6 +346,12 @@ impl Registry {
                         ),
                         holder,
                     });
+                }
+                Err(e) if e.kind() == io::ErrorKind::Unsupported => {
+                    return Err(Error::Invalid(format!(
+                        "proto {} on {host}: {e}",
+                        spec.proto.as_str()
+                    )));
                 }
                 Err(e) if e.kind() == io::ErrorKind::AddrNotAvailable => {
                     return Err(Error::Invalid(format!(
@@ -366,6 +373,7 @@ impl Registry {
         let tcp_shared = Arc::new(TcpShared::new(
             TcpOptions {
                 proxy_protocol: spec.proxy_protocol,
+                sctp: spec.proto == Proto::Sctp,
                 ..self.tcp.clone()
             },
             stats.clone(),

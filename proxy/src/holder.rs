@@ -37,17 +37,40 @@ pub fn inodes_bound_to(table: &str, port: u16, tcp: bool) -> BTreeSet<u64> {
     found
 }
 
+/// Finds the socket inodes of SCTP endpoints bound to `port` in /proc/net/sctp/eps
+/// (columns ENDPT SOCK STY SST HBKT LPORT UID INODE LADDRS; the port is decimal there).
+pub fn sctp_inodes_bound_to(table: &str, port: u16) -> BTreeSet<u64> {
+    let mut found = BTreeSet::new();
+    for line in table.lines().skip(1) {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if fields.len() < 8 || fields[5].parse::<u16>().ok() != Some(port) {
+            continue;
+        }
+        if let Ok(inode) = fields[7].parse::<u64>() {
+            if inode != 0 {
+                found.insert(inode);
+            }
+        }
+    }
+    found
+}
+
 /// Names the process holding `port` for `proto`: `name (pid N)`. None when the socket or
 /// its process cannot be found (another network namespace, a kernel socket, no permission).
 pub fn find_port_holder(proto: Proto, port: u16) -> Option<String> {
     let tables: &[&str] = match proto {
         Proto::Tcp => &["/proc/net/tcp", "/proc/net/tcp6"],
         Proto::Udp => &["/proc/net/udp", "/proc/net/udp6"],
+        // One table for both families; absent when the kernel has no SCTP.
+        Proto::Sctp => &["/proc/net/sctp/eps"],
     };
     let mut inodes = BTreeSet::new();
     for table in tables {
         if let Ok(text) = fs::read_to_string(table) {
-            inodes.extend(inodes_bound_to(&text, port, proto == Proto::Tcp));
+            inodes.extend(match proto {
+                Proto::Sctp => sctp_inodes_bound_to(&text, port),
+                _ => inodes_bound_to(&text, port, proto == Proto::Tcp),
+            });
         }
     }
     if inodes.is_empty() {
@@ -81,6 +104,20 @@ pub fn find_port_holder(proto: Proto, port: u16) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn sctp_endpoint_table() {
+        let table = " ENDPT     SOCK   STY SST HBKT LPORT   UID INODE LADDRS\n\
+                     0000000000000000 0000000000000000 1   10  41   23456     0 98765 127.0.0.1\n\
+                     0000000000000000 0000000000000000 1   10  42   2345     0 11111 ::1\n";
+        assert_eq!(
+            sctp_inodes_bound_to(table, 23456)
+                .into_iter()
+                .collect::<Vec<_>>(),
+            vec![98765]
+        );
+        assert!(sctp_inodes_bound_to(table, 80).is_empty());
+    }
+
     use super::*;
 
     const TCP: &str = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode

@@ -5,9 +5,11 @@
 //! start-up is on its critical path. The C entry point skips Rust's runtime set-up (stdio
 //! poll, stack-guard lookup through /proc/self/maps, sigaltstack), ~0.1 ms per spawn;
 //! [`ferry_proxy::cli::run`] ignores SIGPIPE itself, the one part of that set-up it needs.
-#![no_main]
+// (Not under `cargo test`: the test harness brings its own `main`.)
+#![cfg_attr(not(test), no_main)]
 
 /// The C entry point (argv is read through `std::env::args`, which std captures on Linux).
+#[cfg(not(test))]
 #[no_mangle]
 pub extern "C" fn main(
     _argc: std::ffi::c_int,

@@ -26,6 +26,63 @@ pub fn tcp_listener(addr: SocketAddr) -> io::Result<TcpListener> {
     Ok(socket.into())
 }
 
+/// The start of every message about SCTP on a kernel without it.
+pub const SCTP_UNSUPPORTED: &str = "SCTP is not available: this kernel has no SCTP support \
+     (CONFIG_IP_SCTP is off or the sctp module cannot be loaded)";
+
+/// A one-to-one style SCTP socket (SOCK_STREAM, IPPROTO_SCTP) for `addr`'s family. On a
+/// kernel without SCTP the error is ErrorKind::Unsupported and says so
+/// ([`SCTP_UNSUPPORTED`]).
+pub fn sctp_socket(addr: SocketAddr) -> io::Result<Socket> {
+    Socket::new(
+        Domain::for_address(addr),
+        Type::STREAM,
+        Some(Protocol::from(libc::IPPROTO_SCTP)),
+    )
+    .map_err(|e| match e.raw_os_error() {
+        Some(libc::EPROTONOSUPPORT) | Some(libc::ESOCKTNOSUPPORT) | Some(libc::EAFNOSUPPORT) => {
+            io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!("{SCTP_UNSUPPORTED}; socket(SOCK_STREAM, IPPROTO_SCTP) failed: {e}"),
+            )
+        }
+        _ => e,
+    })
+}
+
+/// Binds an SCTP listener (one-to-one style): the same options as [`tcp_listener`]. The
+/// std TcpListener type only carries the descriptor; accept, read, write and shutdown
+/// work on it as on TCP.
+pub fn sctp_listener(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = sctp_socket(addr)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
+}
+
+/// Connects an SCTP association to `addr` without blocking the runtime; the stream type is
+/// tokio's TcpStream (readiness and I/O are the same for a stream socket).
+pub async fn sctp_connect(addr: SocketAddr) -> io::Result<tokio::net::TcpStream> {
+    let socket = sctp_socket(addr)?;
+    socket.set_nonblocking(true)?;
+    match socket.connect(&addr.into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(e) => return Err(e),
+    }
+    let stream = tokio::net::TcpStream::from_std(std::net::TcpStream::from(OwnedFd::from(socket)))?;
+    stream.writable().await?;
+    match stream.take_error()? {
+        Some(e) => Err(e),
+        None => Ok(stream),
+    }
+}
+
 /// Binds a UDP socket; on a wildcard address it also asks for the destination address of
 /// each datagram (IP_PKTINFO / IPV6_RECVPKTINFO) so replies leave from the address the client
 /// targeted. No SO_REUSEADDR: on UDP it would let two sockets share the port.
@@ -105,9 +162,10 @@ pub enum InheritedSocket {
 }
 
 /// Adopts the socket dockerd passes on `fd` with `-use-listen-fd`: checks that it is a
-/// socket of the expected type, makes it non-blocking, and for TCP calls listen() (harmless
-/// if the daemon already did, required if it only bound it).
-pub fn adopt_fd(fd: RawFd, want_tcp: bool) -> io::Result<InheritedSocket> {
+/// socket of the expected type, makes it non-blocking, and for TCP and SCTP calls listen()
+/// (harmless if the daemon already did, required if it only bound it).
+pub fn adopt_fd(fd: RawFd, proto: crate::state::Proto) -> io::Result<InheritedSocket> {
+    let want_stream = proto.is_stream();
     // SAFETY: fcntl on an arbitrary fd number only reports whether it is open.
     if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
         return Err(io::Error::new(
@@ -123,11 +181,25 @@ pub fn adopt_fd(fd: RawFd, want_tcp: bool) -> io::Result<InheritedSocket> {
         .map_err(|e| io::Error::new(e.kind(), format!("fd {fd} is not a socket: {e}")))?;
     socket.set_cloexec(true)?;
     socket.set_nonblocking(true)?;
-    if want_tcp {
+    if want_stream {
         if ty != Type::STREAM {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
-                format!("fd {fd} is not a stream socket but -proto is tcp"),
+                format!(
+                    "fd {fd} is not a stream socket but -proto is {}",
+                    proto.as_str()
+                ),
+            ));
+        }
+        let is_sctp = socket.protocol()? == Some(Protocol::from(libc::IPPROTO_SCTP));
+        if is_sctp != (proto == crate::state::Proto::Sctp) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "fd {fd} is {} socket but -proto is {}",
+                    if is_sctp { "an SCTP" } else { "a TCP" },
+                    proto.as_str()
+                ),
             ));
         }
         socket.listen(LISTEN_BACKLOG)?;

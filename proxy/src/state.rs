@@ -17,24 +17,34 @@ pub enum Proto {
     Tcp,
     /// UDP.
     Udp,
+    /// SCTP, one-to-one style (SOCK_STREAM sockets), forwarded like TCP; needs kernel SCTP
+    /// support (CONFIG_IP_SCTP), refused with a message saying so where it is missing.
+    Sctp,
 }
 
 impl Proto {
-    /// Parses `tcp`/`udp` as dockerd and the CNI portMappings spell them.
+    /// Parses `tcp`/`udp`/`sctp` as dockerd and the CNI portMappings spell them.
     pub fn parse(text: &str) -> Option<Proto> {
         match text.to_ascii_lowercase().as_str() {
             "tcp" => Some(Proto::Tcp),
             "udp" => Some(Proto::Udp),
+            "sctp" => Some(Proto::Sctp),
             _ => None,
         }
     }
 
-    /// `tcp` or `udp`.
+    /// `tcp`, `udp` or `sctp`.
     pub fn as_str(self) -> &'static str {
         match self {
             Proto::Tcp => "tcp",
             Proto::Udp => "udp",
+            Proto::Sctp => "sctp",
         }
+    }
+
+    /// TCP and SCTP: a listener, and a connection per client.
+    pub fn is_stream(self) -> bool {
+        self != Proto::Udp
     }
 }
 

@@ -39,6 +39,10 @@ pub struct TcpOptions {
     pub proxy_protocol: Option<ProxyProtocol>,
     /// Use splice(2); false forces the buffered copy (tests, odd kernels).
     pub splice: bool,
+    /// The mapping is SCTP (one-to-one style): the backend is connected over SCTP, the
+    /// bytes are copied (SCTP sockets cannot splice), TCP options are not applied (SCTP
+    /// finds dead peers with its own heartbeats).
+    pub sctp: bool,
 }
 
 impl Default for TcpOptions {
@@ -49,6 +53,7 @@ impl Default for TcpOptions {
             keepalive: Some(Duration::from_secs(60)),
             proxy_protocol: None,
             splice: true,
+            sctp: false,
         }
     }
 }
@@ -87,7 +92,8 @@ pub async fn serve(listener: TcpListener, backend: SocketAddr, shared: Arc<TcpSh
     sockets::ensure_reserve_fd();
     // Accepted sockets inherit TCP_NODELAY and the keepalive settings of their listener:
     // set once here instead of on every client socket.
-    let inherited = sockets::set_stream_options(&listener, shared.opts.keepalive).is_ok();
+    let inherited =
+        shared.opts.sctp || sockets::set_stream_options(&listener, shared.opts.keepalive).is_ok();
     loop {
         match listener.accept().await {
             Ok((client, peer)) => {
@@ -160,18 +166,25 @@ async fn handle(client: TcpStream, peer: SocketAddr, backend: SocketAddr, shared
     MappingStats::add(&stats.total_connections, 1);
     let mut closed = shared.closed.clone();
     let work = async {
-        let server =
-            match tokio::time::timeout(shared.opts.connect_timeout, TcpStream::connect(backend))
-                .await
-            {
-                Ok(Ok(s)) => s,
-                Ok(Err(_)) | Err(_) => {
-                    MappingStats::add(&stats.errors, 1);
-                    sockets::reset_on_close(&client);
-                    return;
-                }
-            };
-        let _ = sockets::set_stream_options(&server, shared.opts.keepalive);
+        let connect = async {
+            if shared.opts.sctp {
+                sockets::sctp_connect(backend).await
+            } else {
+                TcpStream::connect(backend).await
+            }
+        };
+        let server = match tokio::time::timeout(shared.opts.connect_timeout, connect).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(_)) | Err(_) => {
+                MappingStats::add(&stats.errors, 1);
+                sockets::reset_on_close(&client);
+                return;
+            }
+        };
+        if !shared.opts.sctp {
+            let _ = sockets::set_stream_options(&server, shared.opts.keepalive);
+        }
+        let splice = shared.opts.splice && !shared.opts.sctp;
         if let Some(version) = shared.opts.proxy_protocol {
             let local = client.local_addr().unwrap_or(peer);
             let header = proxyproto::header(version, peer, local);
@@ -180,16 +193,10 @@ async fn handle(client: TcpStream, peer: SocketAddr, backend: SocketAddr, shared
                 MappingStats::add(&stats.errors, 1);
                 return;
             }
-            if forward(&client, &server, stats, shared.opts.splice)
-                .await
-                .is_err()
-            {
+            if forward(&client, &server, stats, splice).await.is_err() {
                 MappingStats::add(&stats.errors, 1);
             }
-        } else if forward(&client, &server, stats, shared.opts.splice)
-            .await
-            .is_err()
-        {
+        } else if forward(&client, &server, stats, splice).await.is_err() {
             MappingStats::add(&stats.errors, 1);
         }
     };

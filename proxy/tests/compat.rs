@@ -97,7 +97,7 @@ fn bad_flags_report_one_on_the_status_pipe() {
     let mut p = spawn_proxy(
         &[
             "-proto",
-            "sctp",
+            "dccp",
             "-host-port",
             "1",
             "-container-ip",
@@ -110,10 +110,51 @@ fn bad_flags_report_one_on_the_status_pipe() {
     );
     let status = String::from_utf8(p.read_status()).unwrap();
     assert!(
-        status.starts_with("1\n") && status.contains("sctp"),
+        status.starts_with("1\n") && status.contains("dccp"),
         "{status:?}"
     );
     assert_eq!(p.wait_code(), Some(1));
+}
+
+/// `-proto sctp`: forwarded like TCP where the kernel has SCTP; where it has not, fd 3 gets
+/// `1\n` and a message naming the missing kernel support, and the test says loudly that
+/// the data path went untested.
+#[test]
+fn sctp_forwards_where_the_kernel_has_it_and_is_refused_by_name_where_not() {
+    require_root();
+    let host: SocketAddr = format!("127.0.0.1:{}", PORTS.take()).parse().unwrap();
+    if !kernel_has_sctp() {
+        let args = compat_args("sctp", host, "127.0.0.1:9".parse().unwrap());
+        let mut p = spawn_proxy(&refs(&args), None, None);
+        let status = String::from_utf8(p.read_status()).unwrap();
+        assert!(status.starts_with("1\n"), "{status:?}");
+        assert!(
+            status.contains("SCTP") && status.contains("kernel") && status.contains("/sctp"),
+            "the refusal must name the missing kernel SCTP support: {status:?}"
+        );
+        assert_eq!(p.wait_code(), Some(1));
+        warn_sctp_untested("compat -proto sctp");
+        return;
+    }
+    let backend = sctp_echo("127.0.0.1:0");
+    let args = compat_args("sctp", host, backend);
+    let mut p = spawn_proxy(&refs(&args), None, None);
+    assert_eq!(p.read_status(), b"0\n");
+    let mut s = sctp_connect(host);
+    // Small messages, then one large enough to fill the copy buffer several times.
+    for msg in [
+        b"hello sctp".to_vec(),
+        (0..300_000u32).map(|i| i as u8).collect(),
+    ] {
+        use std::io::{Read, Write};
+        s.write_all(&msg).unwrap();
+        let mut back = vec![0u8; msg.len()];
+        s.read_exact(&mut back).unwrap();
+        assert!(back == msg, "SCTP echo through the proxy changed the bytes");
+    }
+    drop(s);
+    p.signal(Signal::SIGTERM);
+    assert_eq!(p.wait_code(), Some(0));
 }
 
 #[test]

@@ -329,3 +329,43 @@ impl Daemon {
         code
     }
 }
+
+/// An SCTP mapping over the API: forwarded where the kernel has SCTP; where it has not, a
+/// 400 (Invalid) whose message names the missing kernel support, nothing listed, nothing persisted
+/// (and the test says loudly that the data path went untested).
+#[test]
+fn sctp_mapping_forwards_where_the_kernel_has_it_and_is_refused_by_name_where_not() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path());
+    let c = d.client();
+    let port = PORTS.take();
+    if !kernel_has_sctp() {
+        let mut spec = tcp_spec("ctr-sctp", "127.0.0.1", port, addr("127.0.0.1", 9));
+        spec.proto = Proto::Sctp;
+        match c.add(&spec) {
+            // The client turns the API's 400 into Invalid.
+            Err(Error::Invalid(msg)) => {
+                assert!(
+                    msg.contains("SCTP") && msg.contains("kernel") && msg.contains("sctp"),
+                    "the refusal must name the missing kernel SCTP support: {msg}"
+                );
+            }
+            other => panic!("SCTP mapping on a kernel without SCTP: {other:?}"),
+        }
+        assert!(c.list().unwrap().is_empty());
+        warn_sctp_untested("daemon sctp mapping");
+        return;
+    }
+    let backend = sctp_echo("127.0.0.1:0");
+    let mut spec = tcp_spec("ctr-sctp", "127.0.0.1", port, backend);
+    spec.proto = Proto::Sctp;
+    let status = c.add(&spec).unwrap();
+    assert!(status.listening);
+    let mut s = sctp_connect(addr("127.0.0.1", port));
+    s.write_all(b"sctp through the daemon").unwrap();
+    let mut back = [0u8; 23];
+    s.read_exact(&mut back).unwrap();
+    assert_eq!(&back, b"sctp through the daemon");
+    assert!(c.delete(&status.spec.id).unwrap());
+}

@@ -576,9 +576,10 @@ fn wait_closed(specs: &[MappingSpec], limit: Duration) {
 /// Whether `spec`'s host address and port can be bound (SO_REUSEADDR, V6ONLY for IPv6, as
 /// the daemon binds).
 fn can_bind(spec: &MappingSpec) -> bool {
-    let kind = match spec.proto {
-        Proto::Tcp => libc::SOCK_STREAM,
-        Proto::Udp => libc::SOCK_DGRAM,
+    let (kind, protocol) = match spec.proto {
+        Proto::Tcp => (libc::SOCK_STREAM, 0),
+        Proto::Udp => (libc::SOCK_DGRAM, 0),
+        Proto::Sctp => (libc::SOCK_STREAM, libc::IPPROTO_SCTP),
     };
     let one: libc::c_int = 1;
     let int_len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
@@ -601,7 +602,7 @@ fn can_bind(spec: &MappingSpec) -> bool {
                 SockAddr::V6(sa)
             }),
         };
-        let fd = libc::socket(domain, kind | libc::SOCK_CLOEXEC, 0);
+        let fd = libc::socket(domain, kind | libc::SOCK_CLOEXEC, protocol);
         if fd < 0 {
             return true;
         }

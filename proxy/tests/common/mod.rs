@@ -347,3 +347,79 @@ impl Drop for Netns {
             .output();
     }
 }
+
+/// Whether this kernel can make one-to-one SCTP sockets (CONFIG_IP_SCTP).
+#[allow(dead_code)]
+pub fn kernel_has_sctp() -> bool {
+    socket2::Socket::new(
+        socket2::Domain::IPV4,
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::from(libc::IPPROTO_SCTP)),
+    )
+    .is_ok()
+}
+
+/// Says loudly, in the test output, that the SCTP data path was not exercised. Written
+/// straight to stderr: the test harness captures `eprintln!` of passing tests.
+#[allow(dead_code)]
+pub fn warn_sctp_untested(what: &str) {
+    let msg = format!(
+        "\n!!!!!!!! {what}: the SCTP DATA PATH WAS NOT EXERCISED: this kernel has no SCTP \
+         (socket(AF_INET, SOCK_STREAM, IPPROTO_SCTP) fails; CONFIG_IP_SCTP is off or the \
+         module cannot be loaded). Only the refusal was tested. !!!!!!!!\n"
+    );
+    let _ = std::io::stderr().write_all(msg.as_bytes());
+}
+
+/// An SCTP (one-to-one style) echo server on `addr`; echoes until EOF. Only where
+/// [`kernel_has_sctp`].
+#[allow(dead_code)]
+pub fn sctp_echo(addr: &str) -> SocketAddr {
+    let addr: SocketAddr = addr.parse().unwrap();
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::from(libc::IPPROTO_SCTP)),
+    )
+    .unwrap();
+    socket.bind(&addr.into()).unwrap();
+    socket.listen(64).unwrap();
+    let listener: TcpListener = socket.into();
+    let local = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            std::thread::spawn(move || {
+                let mut buf = vec![0u8; 64 * 1024];
+                loop {
+                    match conn.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            if conn.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    });
+    local
+}
+
+/// An SCTP client association to `addr` as a std stream.
+#[allow(dead_code)]
+pub fn sctp_connect(addr: SocketAddr) -> TcpStream {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::from(libc::IPPROTO_SCTP)),
+    )
+    .unwrap();
+    socket
+        .connect_timeout(&addr.into(), Duration::from_secs(5))
+        .unwrap();
+    let s: TcpStream = socket.into();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s
+}

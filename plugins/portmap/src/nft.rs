@@ -143,28 +143,94 @@ pub fn del_elements(family: Family, keys: &[(String, String)]) -> Result<()> {
     Ok(())
 }
 
+fn nfproto(family: Family) -> u8 {
+    match family {
+        Family::V4 => crate::netlink::NFPROTO_IPV4,
+        Family::V6 => crate::netlink::NFPROTO_IPV6,
+    }
+}
+
+/// True when `chain` exists in the family's `cni_hostport` (one small netlink request; an
+/// `nft` listing only if nf_tables cannot be asked directly).
+fn chain_present(family: Family, chain: &str) -> Result<bool> {
+    match crate::netlink::nft_chain_use(nfproto(family), NFT_TABLE, chain) {
+        Ok(found) => Ok(found.is_some()),
+        Err(_) => Ok(Nft
+            .list_text(
+                &["chain", family.nft(), NFT_TABLE, chain],
+                "reading a chain",
+            )?
+            .is_some()),
+    }
+}
+
 /// Removes everything of the attachment named `chain` in `family` without a record of it:
-/// elements found by their comment, and a chain of the previous layout. False when there
-/// was nothing.
-pub fn del(family: Family, chain: &str) -> Result<bool> {
+/// a chain of the previous layout and, with `search_elements`, elements found by their
+/// comment (this lists the whole table). False when there was nothing.
+pub fn del(family: Family, chain: &str, search_elements: bool) -> Result<bool> {
+    let mut found = false;
+    if search_elements {
+        if let Some(text) = Nft.list_text(
+            &["table", family.nft(), NFT_TABLE],
+            "reading nftables table cni_hostport",
+        )? {
+            let owned = elements_commented(&text, chain);
+            if !owned.is_empty() {
+                del_elements(family, &owned)?;
+                found = true;
+            }
+        }
+    }
+    if chain_present(family, chain)? {
+        del_legacy(family, chain)?;
+        found = true;
+    }
+    Ok(found)
+}
+
+/// Names (`CNI-DN-…`) of ferry attachments in the family's table that are not in `known`:
+/// element comments and previous-layout chains. Lists the whole table (once per namespace).
+pub fn unrecorded_attachments(
+    family: Family,
+    known: &std::collections::BTreeSet<String>,
+) -> Result<Vec<String>> {
     let Some(text) = Nft.list_text(
         &["table", family.nft(), NFT_TABLE],
         "reading nftables table cni_hostport",
     )?
     else {
-        return Ok(false);
+        return Ok(Vec::new());
     };
-    let mut found = false;
-    let owned = elements_commented(&text, chain);
-    if !owned.is_empty() {
-        del_elements(family, &owned)?;
-        found = true;
+    Ok(unrecorded_in(&text, known))
+}
+
+/// See [`unrecorded_attachments`]: the names in `nft list table` text not in `known`.
+fn unrecorded_in(text: &str, known: &std::collections::BTreeSet<String>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for (_, elements) in listed_elements(text) {
+        for e in elements {
+            if let Some(rest) = e.split(" comment \"").nth(1) {
+                let name = rest.split('"').next().unwrap_or_default();
+                if name.starts_with("CNI-DN-") && !known.contains(name) {
+                    out.push(name.to_string());
+                }
+            }
+        }
     }
-    if text.contains(&format!("chain {chain} {{")) {
-        del_legacy(family, chain)?;
-        found = true;
+    for line in text.lines() {
+        if let Some(name) = line
+            .trim()
+            .strip_prefix("chain ")
+            .and_then(|r| r.strip_suffix(" {"))
+        {
+            if name.starts_with("CNI-DN-") && !known.contains(name) {
+                out.push(name.to_string());
+            }
+        }
     }
-    Ok(found)
+    out.sort();
+    out.dedup();
+    out
 }
 
 /// `(set, key)` of every element in `nft list table` text whose comment is `comment`.
@@ -251,6 +317,7 @@ pub fn del_legacy(family: Family, chain: &str) -> Result<()> {
         &["chain", family.nft(), NFT_TABLE, chain],
         "reading the attachment's nft chain",
     )?;
+    // (Only for attachments of the previous layout, which are few and go away.)
     let mut keys: Vec<(&'static str, String)> = Vec::new();
     for r in doc.as_ref().map(listed_rules).unwrap_or_default() {
         if let Some(k) = r.comment.as_deref().and_then(parse_legacy_nft_key_comment) {
@@ -340,6 +407,9 @@ const REFERENCE_CHAINS: [&str; 3] = ["hostports", "hostip_hostports", "masquerad
 /// Removes rules the reference's nftables backend installed for `container_id` (found by
 /// their comment). Reads the reference's chains only when its `hostports` chain exists.
 pub fn del_reference_rules(family: Family, container_id: &str) -> Result<bool> {
+    if !chain_present(family, "hostports")? {
+        return Ok(false);
+    }
     let mut batch = Batch::new();
     for chain in REFERENCE_CHAINS {
         let Some(doc) = Nft.list_json(
@@ -532,6 +602,20 @@ mod tests {
                 "tcp . 22060 comment \"CNI-DN-x\" : 10.213.32.5 . 80",
                 "udp . 22061 comment \"CNI-DN-y\" : 10.213.32.6 . 53"
             ]
+        );
+    }
+
+    #[test]
+    fn unrecorded_attachments_are_comments_and_chains_not_in_the_index() {
+        let known: std::collections::BTreeSet<String> = ["CNI-DN-x".to_string()].into();
+        assert_eq!(unrecorded_in(TABLE, &known), ["CNI-DN-y"]);
+        let with_chain = TABLE.replace(
+            "\tchain ferry_dnat_prerouting {",
+            "\tchain CNI-DN-old {\n\t}\n\tchain ferry_dnat_prerouting {",
+        );
+        assert_eq!(
+            unrecorded_in(&with_chain, &known),
+            ["CNI-DN-old", "CNI-DN-y"]
         );
     }
 

@@ -242,18 +242,40 @@ fn import_foreign(state: &State) -> Result<()> {
     Ok(())
 }
 
+/// Removes the attachment's rules without (trusting) its record. `search_elements`: look
+/// for nft elements by their comment (lists the whole table); not needed when the index is
+/// known to record every ferry nft attachment ([`nft_index_complete`]).
 fn teardown(
     backend: BackendKind,
     family: Family,
     network: &str,
     container_id: &str,
     conditions: &[String],
+    search_elements: bool,
 ) -> Result<bool> {
     let chain = dnat_chain_name(network, container_id);
     match backend {
         BackendKind::Iptables => ipt::del(family, network, container_id, conditions),
-        BackendKind::Nftables => nft::del(family, &chain),
+        BackendKind::Nftables => nft::del(family, &chain, search_elements),
     }
+}
+
+/// True when the index records every ferry nft attachment of this namespace, so an
+/// attachment without a record has no nft elements and DEL need not list the table.
+/// ADD records before it installs; whatever was there before the index (rules of an index
+/// that was wiped) is checked once, by listing both tables, then remembered.
+fn nft_index_complete(state: &State) -> bool {
+    if state.nft_complete() {
+        return true;
+    }
+    let known: BTreeSet<String> = state.owners().into_iter().map(|o| o.chain).collect();
+    for family in [Family::V4, Family::V6] {
+        match nft::unrecorded_attachments(family, &known) {
+            Ok(missing) if missing.is_empty() => {}
+            _ => return false,
+        }
+    }
+    state.mark_nft_complete().is_ok()
 }
 
 fn flush_udp(family: Family, ports: impl IntoIterator<Item = u16>) {
@@ -347,12 +369,14 @@ fn remove(state: &State, conf: &PortMapConfig, network: &str, container_id: &str
                 continue;
             }
         }
+        let search = owner.is_some() || !nft_index_complete(state);
         match teardown(
             backend,
             *family,
             network,
             container_id,
             conf.conditions(*family),
+            search,
         ) {
             Ok(_) => {}
             // A family without a working nat table cannot hold our rules (reference behaviour).
@@ -373,6 +397,7 @@ fn remove(state: &State, conf: &PortMapConfig, network: &str, container_id: &str
                 network,
                 container_id,
                 conf.conditions(*family),
+                search,
             );
             let _ = nft::del_reference_rules(*family, container_id);
         }
@@ -430,8 +455,29 @@ fn install(
         check_conflicts(&state, &chain, &claims, daemon_holds_sockets)?;
     }
     let up_to_date = foreign_up_to_date(&state);
-    let mut done: Vec<Family> = Vec::new();
     let mut nft_keys = Vec::new();
+    if conf.backend == BackendKind::Nftables {
+        for att in atts {
+            nft_keys.extend(att.nft_elements().into_iter().map(|e| NftKey {
+                family: fam_num(att.family),
+                set: e.set,
+                key: e.key,
+            }));
+        }
+    }
+    // Recorded before anything is installed: the index then knows every ferry attachment
+    // (a crash leaves at most a record without rules, which is stale and harmless).
+    state.record(&Owner {
+        chain: chain.clone(),
+        network: conf.network.clone(),
+        container_id: id.to_string(),
+        backend: conf.backend.as_str().to_string(),
+        families: atts.iter().map(|a| fam_num(a.family)).collect(),
+        foreign: false,
+        claims,
+        nft: nft_keys,
+    })?;
+    let mut done: Vec<Family> = Vec::new();
     for att in atts {
         let mut marker = layout_marker(conf, att.family);
         if conf.backend == BackendKind::Nftables {
@@ -439,11 +485,6 @@ fn install(
             for p in att.nft_hairpin_prefixes() {
                 marker.push_str(&format!("-p{p}"));
             }
-            nft_keys.extend(att.nft_elements().into_iter().map(|e| NftKey {
-                family: fam_num(att.family),
-                set: e.set,
-                key: e.key,
-            }));
         }
         let recent = state.verified_recently(&marker, SHARED_LAYOUT_RECHECK);
         let installed = match conf.backend {
@@ -458,30 +499,15 @@ fn install(
             }
         });
         if let Err(e) = installed {
+            done.push(att.family);
             for f in done {
-                let _ = teardown(conf.backend, f, &conf.network, id, conf.conditions(f));
+                let _ = teardown(conf.backend, f, &conf.network, id, conf.conditions(f), true);
             }
-            let _ = teardown(
-                conf.backend,
-                att.family,
-                &conf.network,
-                id,
-                conf.conditions(att.family),
-            );
+            let _ = state.forget(&chain);
             return Err(e.context(format!("container {id}")));
         }
         done.push(att.family);
     }
-    state.record(&Owner {
-        chain: chain.clone(),
-        network: conf.network.clone(),
-        container_id: id.to_string(),
-        backend: conf.backend.as_str().to_string(),
-        families: done.iter().map(|f| fam_num(*f)).collect(),
-        foreign: false,
-        claims,
-        nft: nft_keys,
-    })?;
     if up_to_date {
         note_foreign_signs(&state);
     }

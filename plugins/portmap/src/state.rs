@@ -233,6 +233,18 @@ impl State {
         write_atomic_locked(&path, b"", 0o644).map_err(|e| io_err("writing", &path, e))
     }
 
+    /// True once the index was found to record every ferry nft attachment of the namespace.
+    pub fn nft_complete(&self) -> bool {
+        self.dir.join("nft-complete").exists()
+    }
+
+    /// Notes that the index records every ferry nft attachment (ADD keeps it so by
+    /// recording before it installs).
+    pub fn mark_nft_complete(&self) -> Result<()> {
+        let path = self.dir.join("nft-complete");
+        write_atomic_locked(&path, b"", 0o644).map_err(|e| io_err("writing", &path, e))
+    }
+
     /// What [`crate::plugin`] last saw of other plugins' rules (nf_tables generation and
     /// the use counts of `CNI-HOSTPORT-DNAT`), as it wrote it.
     pub fn foreign_seen(&self) -> Option<String> {

@@ -874,6 +874,40 @@ fn claims_whose_rules_were_flushed_by_hand_are_stale() {
 }
 
 #[test]
+fn nftables_del_finds_elements_by_comment_when_the_index_is_lost() {
+    let t = Topo::new("il");
+    let c = conf(
+        "nftables",
+        json!([tcp(22076, 80), {"hostPort": 22077, "containerPort": 53, "protocol": "udp", "hostIP": HOST_O4}]),
+        &[&format!("{C4}/24")],
+        json!({}),
+    );
+    t.ferry("ADD", "lost", &c).expect("ADD");
+    t.ferry(
+        "ADD",
+        "kept",
+        &conf(
+            "nftables",
+            json!([tcp(22078, 80)]),
+            &[&format!("{C4}/24")],
+            json!({}),
+        ),
+    )
+    .expect("ADD kept");
+    std::fs::remove_dir_all(format!("/run/ferry/portmap/ns-{}", t.cookie)).unwrap();
+    let mut bare = c.clone();
+    bare["runtimeConfig"] = json!({});
+    t.ferry("DEL", "lost", &bare)
+        .expect("DEL without index or mappings");
+    let left = t.leftovers().join("\n");
+    assert!(!left.contains("22076") && !left.contains("22077"), "{left}");
+    assert!(left.contains("22078"), "the other attachment stays: {left}");
+    t.ferry("DEL", "lost", &bare).expect("second DEL");
+    t.ferry("DEL", "kept", &bare).expect("DEL kept");
+    assert_eq!(t.leftovers(), Vec::<String>::new());
+}
+
+#[test]
 fn parallel_adds_and_dels_of_different_containers() {
     for backend in ["iptables", "nftables"] {
         let t = Topo::new(&format!("p{}", &backend[..1]));

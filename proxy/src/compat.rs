@@ -93,7 +93,7 @@ pub const FLAGS: &[FlagSpec] = &[
     FlagSpec {
         name: "proxy-protocol",
         boolean: false,
-        help: "ferry: send a PROXY protocol header to the backend: v1 or v2",
+        help: "ferry: send a PROXY protocol header to the backend: v1 or v2 (tcp), v2 (udp, before every datagram)",
     },
     FlagSpec {
         name: "no-splice",
@@ -209,8 +209,10 @@ pub fn parse_args(args: &[String]) -> Result<Command, String> {
                 .ok_or_else(|| format!("invalid -proxy-protocol {t:?}: want v1 or v2"))?,
         ),
     };
-    if proxy_protocol.is_some() && proto != Proto::Tcp {
-        return Err("-proxy-protocol is only supported with -proto tcp".into());
+    if !crate::proxyproto::supported_for(proxy_protocol, proto) {
+        return Err(
+            "-proxy-protocol: v1 and v2 with -proto tcp, v2 with -proto udp, none with sctp".into(),
+        );
     }
     Ok(Command::Run(CompatConfig {
         proto,
@@ -222,6 +224,7 @@ pub fn parse_args(args: &[String]) -> Result<Command, String> {
         udp: UdpOptions {
             idle_timeout: duration("udp-idle-timeout", udp_defaults.idle_timeout)?,
             max_flows: number("udp-max-flows", udp_defaults.max_flows)?,
+            proxy_protocol,
         },
         proxy_protocol,
         splice: get("no-splice") != Some("true"),

@@ -124,6 +124,7 @@ pub fn parse_args(args: &[String]) -> std::result::Result<Option<DaemonConfig>, 
         udp: UdpOptions {
             idle_timeout: duration("udp-idle-timeout", udp_defaults.idle_timeout)?,
             max_flows: number("udp-max-flows", udp_defaults.max_flows)?,
+            ..UdpOptions::default()
         },
     }))
 }
@@ -380,7 +381,10 @@ impl Registry {
             closed.clone(),
         ));
         let udp_shared = Arc::new(UdpShared {
-            opts: self.udp.clone(),
+            opts: UdpOptions {
+                proxy_protocol: spec.proxy_protocol,
+                ..self.udp.clone()
+            },
             stats: stats.clone(),
             closed,
         });

@@ -213,42 +213,61 @@ fn gso_runs(lens: &[usize], ends: &mut [usize; BATCH]) -> usize {
     runs
 }
 
-/// Sends `payloads` (at most [`BATCH`]) to `to` (None on a connected socket) with `src` as
-/// the source address when known, with as few system calls as the kernel allows: one
-/// `sendmmsg`, and with `gso` each run of equal-sized datagrams as one segmentation-offload
-/// send (UDP_SEGMENT), so the run crosses the IP stack, netfilter and the link once.
+/// Sends `payloads` (at most [`BATCH`]), each behind `prefix` (empty for none), to `to`
+/// (None on a connected socket) with `src` as the source address when known, with as few
+/// system calls as the kernel allows: one `sendmmsg`, and with `gso` each run of
+/// equal-sized datagrams as one segmentation-offload send (UDP_SEGMENT), so the run crosses
+/// the IP stack, netfilter and the link once.
 pub fn send_batch<'a>(
     fd: RawFd,
     payloads: impl Iterator<Item = &'a [u8]>,
     to: Option<&(libc::sockaddr_storage, libc::socklen_t)>,
     src: LocalDst,
     gso: bool,
+    prefix: &[u8],
 ) -> Sent {
     // SAFETY: zero is a valid iovec.
-    let mut iovs: [libc::iovec; BATCH] = unsafe { zeroed() };
+    let mut iovs: [libc::iovec; 2 * BATCH] = unsafe { zeroed() };
     let mut lens = [0usize; BATCH];
+    let per = if prefix.is_empty() { 1 } else { 2 };
     let mut count = 0;
     for p in payloads.take(BATCH) {
-        iovs[count] = libc::iovec {
+        if per == 2 {
+            iovs[count * 2] = libc::iovec {
+                iov_base: prefix.as_ptr() as *mut libc::c_void,
+                iov_len: prefix.len(),
+            };
+        }
+        iovs[count * per + per - 1] = libc::iovec {
             iov_base: p.as_ptr() as *mut libc::c_void,
             iov_len: p.len(),
         };
-        lens[count] = p.len();
+        lens[count] = prefix.len() + p.len();
         count += 1;
     }
-    send_iovs(fd, &mut iovs[..count], &lens[..count], to, src, gso)
+    send_iovs(
+        fd,
+        &mut iovs[..count * per],
+        per,
+        &lens[..count],
+        to,
+        src,
+        gso,
+    )
 }
 
-/// [`send_batch`] on datagrams already described by `iovs` (lengths in `lens`).
+/// [`send_batch`] on datagrams already described by `iovs`, `per` iovecs each (lengths
+/// in `lens`).
 fn send_iovs(
     fd: RawFd,
     iovs: &mut [libc::iovec],
+    per: usize,
     lens: &[usize],
     to: Option<&(libc::sockaddr_storage, libc::socklen_t)>,
     src: LocalDst,
     gso: bool,
 ) -> Sent {
-    let count = iovs.len();
+    let count = lens.len();
     // SAFETY: zeroed C structures; headers point at stack data and at the caller's
     // payloads, which outlive the calls.
     unsafe {
@@ -270,8 +289,8 @@ fn send_iovs(
                 h.msg_name = addr as *const _ as *mut libc::c_void;
                 h.msg_namelen = *len;
             }
-            h.msg_iov = &mut iovs[start];
-            h.msg_iovlen = ends[r] - start;
+            h.msg_iov = &mut iovs[start * per];
+            h.msg_iovlen = (ends[r] - start) * per;
             let segment = (ends[r] - start > 1).then_some(lens[start] as u16);
             write_control(h, &mut controls[r], src, segment);
             start = ends[r];
@@ -313,7 +332,8 @@ fn send_iovs(
                 {
                     let one_by_one = send_iovs(
                         fd,
-                        &mut iovs[first..ends[r]],
+                        &mut iovs[first * per..ends[r] * per],
+                        per,
                         &lens[first..ends[r]],
                         to,
                         src,
@@ -484,6 +504,7 @@ mod tests {
             Some(&to),
             LocalDst::Unknown,
             false,
+            &[],
         );
         assert_eq!(first.datagrams, BATCH);
         assert_eq!(first.dropped, 0);
@@ -493,6 +514,7 @@ mod tests {
             Some(&to),
             LocalDst::Unknown,
             false,
+            &[],
         );
         assert_eq!(rest.datagrams, 40 - BATCH);
         let mut batch = RecvBatch::new();
@@ -542,11 +564,33 @@ mod tests {
             None,
             LocalDst::Unknown,
             true,
+            &[],
         );
         assert_eq!(sent.datagrams, payloads.len(), "{sent:?}");
         assert_eq!(sent.dropped, 0);
         assert!(!sent.gso_refused, "this kernel has UDP GSO on loopback");
         assert_eq!(received(&rx, payloads.len()), payloads);
+    }
+
+    #[test]
+    fn a_prefix_goes_before_every_datagram_of_a_gso_run() {
+        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        tx.connect(rx.local_addr().unwrap()).unwrap();
+        let payloads: Vec<Vec<u8>> = (0..12u8).map(|i| vec![i; 1000]).collect();
+        let prefix = b"HEADER:";
+        let sent = send_batch(
+            tx.as_raw_fd(),
+            payloads.iter().map(|p| p.as_slice()),
+            None,
+            LocalDst::Unknown,
+            true,
+            prefix,
+        );
+        assert_eq!(sent.datagrams, 12, "{sent:?}");
+        assert!(!sent.gso_refused);
+        let want: Vec<Vec<u8>> = payloads.iter().map(|p| [&prefix[..], p].concat()).collect();
+        assert_eq!(received(&rx, want.len()), want);
     }
 
     #[test]
@@ -575,6 +619,7 @@ mod tests {
             None,
             LocalDst::Unknown,
             true,
+            &[],
         );
         assert!(sent.gso_refused, "{sent:?}");
         assert_eq!(sent.datagrams, 10);
@@ -608,6 +653,7 @@ mod tests {
             None,
             LocalDst::Unknown,
             true,
+            &[],
         );
         assert_eq!(sent.bytes, 65_507);
         let mut batch = RecvBatch::new();

@@ -25,6 +25,16 @@ impl ProxyProtocol {
     }
 }
 
+/// Whether `version` can be sent on a `proto` mapping: both versions on TCP, v2 (its DGRAM
+/// form) on UDP, none on SCTP; no header is always fine.
+pub fn supported_for(version: Option<ProxyProtocol>, proto: crate::state::Proto) -> bool {
+    use crate::state::Proto;
+    matches!(
+        (version, proto),
+        (None, _) | (Some(_), Proto::Tcp) | (Some(ProxyProtocol::V2), Proto::Udp)
+    )
+}
+
 /// The v2 signature every binary header starts with.
 pub const V2_SIGNATURE: [u8; 12] = [
     0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D, 0x0A, 0x51, 0x55, 0x49, 0x54, 0x0A,
@@ -47,31 +57,49 @@ pub fn header(version: ProxyProtocol, client: SocketAddr, local: SocketAddr) -> 
             )
             .into_bytes()
         }
-        ProxyProtocol::V2 => {
-            let mut h = Vec::with_capacity(16 + 36);
-            h.extend_from_slice(&V2_SIGNATURE);
-            h.push(0x21); // version 2, command PROXY
-            match (client, local) {
-                (SocketAddr::V4(c), SocketAddr::V4(l)) => {
-                    h.push(0x11); // AF_INET, STREAM
-                    h.extend_from_slice(&12u16.to_be_bytes());
-                    h.extend_from_slice(&c.ip().octets());
-                    h.extend_from_slice(&l.ip().octets());
-                    h.extend_from_slice(&c.port().to_be_bytes());
-                    h.extend_from_slice(&l.port().to_be_bytes());
-                }
-                (c, l) => {
-                    h.push(0x21); // AF_INET6, STREAM
-                    h.extend_from_slice(&36u16.to_be_bytes());
-                    h.extend_from_slice(&v6_octets(c));
-                    h.extend_from_slice(&v6_octets(l));
-                    h.extend_from_slice(&c.port().to_be_bytes());
-                    h.extend_from_slice(&l.port().to_be_bytes());
-                }
-            }
-            h
+        ProxyProtocol::V2 => v2(TRANSPORT_STREAM, client, local),
+    }
+}
+
+/// Longest v2 header this proxy writes (IPv6 addresses, no TLVs).
+pub const V2_MAX_LEN: usize = 16 + 36;
+
+/// v2 transport nibbles.
+const TRANSPORT_STREAM: u8 = 0x1;
+const TRANSPORT_DGRAM: u8 = 0x2;
+
+/// The v2 header for a UDP datagram from `client` that arrived at `local` (transport
+/// DGRAM). UDP has no connection to carry it once, so the UDP path puts it in front of
+/// every datagram to the backend: each datagram then names its client on its own, and a
+/// backend that sees a flow's first datagram late (or after a restart) is not confused.
+pub fn dgram_header_v2(client: SocketAddr, local: SocketAddr) -> Vec<u8> {
+    let (client, local) = same_family(client, local);
+    v2(TRANSPORT_DGRAM, client, local)
+}
+
+fn v2(transport: u8, client: SocketAddr, local: SocketAddr) -> Vec<u8> {
+    let mut h = Vec::with_capacity(V2_MAX_LEN);
+    h.extend_from_slice(&V2_SIGNATURE);
+    h.push(0x21); // version 2, command PROXY
+    match (client, local) {
+        (SocketAddr::V4(c), SocketAddr::V4(l)) => {
+            h.push(0x10 | transport); // AF_INET
+            h.extend_from_slice(&12u16.to_be_bytes());
+            h.extend_from_slice(&c.ip().octets());
+            h.extend_from_slice(&l.ip().octets());
+            h.extend_from_slice(&c.port().to_be_bytes());
+            h.extend_from_slice(&l.port().to_be_bytes());
+        }
+        (c, l) => {
+            h.push(0x20 | transport); // AF_INET6
+            h.extend_from_slice(&36u16.to_be_bytes());
+            h.extend_from_slice(&v6_octets(c));
+            h.extend_from_slice(&v6_octets(l));
+            h.extend_from_slice(&c.port().to_be_bytes());
+            h.extend_from_slice(&l.port().to_be_bytes());
         }
     }
+    h
 }
 
 fn v6_octets(a: SocketAddr) -> [u8; 16] {
@@ -128,6 +156,22 @@ mod tests {
         assert_eq!(u16::from_be_bytes([h[24], h[25]]), 5000);
         assert_eq!(u16::from_be_bytes([h[26], h[27]]), 80);
         assert_eq!(h.len(), 28);
+    }
+
+    #[test]
+    fn v2_dgram_differs_from_stream_only_in_the_transport() {
+        let (c, l) = (
+            "192.0.2.1:5000".parse().unwrap(),
+            "10.0.0.1:53".parse().unwrap(),
+        );
+        let stream = header(ProxyProtocol::V2, c, l);
+        let dgram = dgram_header_v2(c, l);
+        assert_eq!(dgram[13], 0x12, "AF_INET + DGRAM");
+        assert_eq!(&dgram[..13], &stream[..13]);
+        assert_eq!(&dgram[14..], &stream[14..]);
+        let dgram6 = dgram_header_v2("[2001:db8::1]:5000".parse().unwrap(), l);
+        assert_eq!(dgram6[13], 0x22, "AF_INET6 + DGRAM");
+        assert_eq!(dgram6.len(), V2_MAX_LEN);
     }
 
     #[test]

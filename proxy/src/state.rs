@@ -166,9 +166,11 @@ impl MappingSpec {
                 "containerPort plus the range length passes 65535".into(),
             ));
         }
-        if self.proxy_protocol.is_some() && self.proto != Proto::Tcp {
+        if !crate::proxyproto::supported_for(self.proxy_protocol, self.proto) {
             return Err(Error::Invalid(
-                "proxyProtocol is only supported for tcp mappings".into(),
+                "proxyProtocol: v1 and v2 for tcp mappings, v2 for udp (sent before every \
+                 datagram); none for sctp"
+                    .into(),
             ));
         }
         if self.owner.len() > MAX_NAME {
@@ -387,6 +389,18 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("proxyProtocol"));
+        let bad = spec(
+            r#"{"proto":"sctp","hostPort":1,"containerIP":"10.0.0.1","containerPort":1,"proxyProtocol":"v2"}"#,
+        );
+        assert!(bad
+            .normalize()
+            .unwrap_err()
+            .to_string()
+            .contains("proxyProtocol"));
+        // v2 has a DGRAM form: fine on UDP.
+        spec(r#"{"proto":"udp","hostPort":1,"containerIP":"10.0.0.1","containerPort":1,"proxyProtocol":"v2"}"#)
+            .normalize()
+            .unwrap();
         let bad = spec(
             r#"{"proto":"tcp","hostPort":10,"hostPortEnd":5,"containerIP":"10.0.0.1","containerPort":1}"#,
         );

@@ -208,3 +208,65 @@ fn full_table_evicts_the_flow_idle_longest() {
     let n = clients[0].recv(&mut buf).unwrap();
     assert_eq!(&buf[..n], b"back");
 }
+
+/// PROXY protocol v2 on UDP: every datagram reaches the backend behind a DGRAM header that
+/// names the client and the address it targeted (here 127.0.0.2 on a wildcard listener),
+/// a burst of equal-sized datagrams included (the batched, GSO path); replies come back
+/// without any header.
+#[test]
+fn proxy_protocol_v2_heads_every_datagram_with_the_client_and_target() {
+    require_root();
+    // Backend: checks nothing itself, hands (header, payload) to the test, echoes the payload.
+    let backend = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let backend_addr = backend.local_addr().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    std::thread::spawn(move || {
+        let mut buf = vec![0u8; 65536];
+        while let Ok((n, from)) = backend.recv_from(&mut buf) {
+            let _ = tx.send(buf[..n].to_vec());
+            let header_len = if n >= 16 && buf[..12] == ferry_proxy::proxyproto::V2_SIGNATURE {
+                16 + u16::from_be_bytes([buf[14], buf[15]]) as usize
+            } else {
+                0
+            };
+            let _ = backend.send_to(&buf[header_len.min(n)..n], from);
+        }
+    });
+    let proxy = start_proxy(
+        format!("0.0.0.0:{}", PORTS.take()).parse().unwrap(),
+        backend_addr,
+        UdpOptions {
+            proxy_protocol: Some(ferry_proxy::proxyproto::ProxyProtocol::V2),
+            ..UdpOptions::default()
+        },
+    );
+    let c = client("127.0.0.1:0");
+    let target: SocketAddr = format!("127.0.0.2:{}", proxy.port).parse().unwrap();
+    let expected_header = ferry_proxy::proxyproto::dgram_header_v2(c.local_addr().unwrap(), target);
+    assert_eq!(expected_header[13], 0x12, "AF_INET + DGRAM");
+    // One datagram and its reply.
+    c.send_to(b"who am i", target).unwrap();
+    let mut buf = [0u8; 64];
+    let (n, from) = c.recv_from(&mut buf).unwrap();
+    assert_eq!((&buf[..n], from), (&b"who am i"[..], target));
+    let seen = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    assert_eq!(&seen[..expected_header.len()], &expected_header[..]);
+    assert_eq!(&seen[expected_header.len()..], b"who am i");
+    // A burst of equal-sized datagrams: each arrives whole, each behind the header.
+    let burst: Vec<Vec<u8>> = (0..20u8).map(|i| vec![i; 1200]).collect();
+    for d in &burst {
+        c.send_to(d, target).unwrap();
+    }
+    for d in &burst {
+        let seen = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+        assert_eq!(seen.len(), expected_header.len() + d.len());
+        assert_eq!(&seen[..expected_header.len()], &expected_header[..]);
+        assert_eq!(&seen[expected_header.len()..], &d[..]);
+        let n = c.recv(&mut vec![0u8; 2048]).unwrap();
+        assert_eq!(n, d.len(), "replies carry no header");
+    }
+    // Payload bytes only in the counter.
+    assert!(wait_until(Duration::from_secs(2), || MappingStats::get(
+        &proxy.stats.bytes_to_backend
+    ) == 8 + 20 * 1200));
+}

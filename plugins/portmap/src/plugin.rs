@@ -450,11 +450,14 @@ fn install(
         remove(&state, conf, &conf.network, id)?;
     }
     let claims: Vec<Claim> = atts.iter().flat_map(claims_of).collect();
-    if conf.check_port_conflicts {
+    // After a refresh the index has seen every change of the reference's mappings.
+    let up_to_date = if conf.check_port_conflicts {
         refresh_foreign(&state)?;
         check_conflicts(&state, &chain, &claims, daemon_holds_sockets)?;
-    }
-    let up_to_date = foreign_up_to_date(&state);
+        true
+    } else {
+        foreign_up_to_date(&state)
+    };
     let mut nft_keys = Vec::new();
     if conf.backend == BackendKind::Nftables {
         for att in atts {

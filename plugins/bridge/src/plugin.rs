@@ -34,7 +34,7 @@ fn fw_err(e: firewall::Error) -> Error {
 struct Links {
     br: Link,
     host_veth: String,
-    hv: Link,
+    hv: Option<Link>,
     cv: Link,
 }
 
@@ -195,29 +195,35 @@ impl BridgePlugin {
             ));
         }
         let host = Netlink::current().map_err(nl_err)?;
-        let ipam_plugin = Ipam::select(&conf.ipam_type, req);
-        let ipam_plugin = &ipam_plugin;
         let mut undo = Undo::new();
-        // IPAM runs in parallel with the link work: it does not depend on the links (and
-        // may be a separate process), so ADD costs max(IPAM, netlink) instead of their sum.
+        // IPAM runs on its own thread while the links are made: it does not depend on them,
+        // so ADD costs max(IPAM, netlink) instead of their sum. Which IPAM (in process or
+        // exec'd) is decided on that thread too, off the critical path.
         let (links, ipam) = std::thread::scope(|s| {
-            let ipam = conf
-                .is_layer3()
-                .then(|| s.spawn(move || ipam_plugin.add(req)));
+            let ipam = conf.is_layer3().then(|| {
+                s.spawn(|| {
+                    let plugin = Ipam::select(&conf.ipam_type, req);
+                    let result = plugin.add(req);
+                    (plugin, result)
+                })
+            });
             let links = self.add_links(&host, &ns, &cont, ifname, conf, &mut undo);
             let ipam = ipam.map(|t| {
-                t.join()
-                    .unwrap_or_else(|_| Err(Error::internal("IPAM thread panicked")))
+                t.join().unwrap_or_else(|_| {
+                    let plugin = Ipam::select(&conf.ipam_type, req);
+                    (plugin, Err(Error::internal("IPAM thread panicked")))
+                })
             });
             (links, ipam)
         });
         // A failed IPAM ADD may still have reserved something before failing: DEL it too
         // (the spec asks a main plugin to clean up its delegate either way).
-        if ipam.is_some() {
+        let ipam = ipam.map(|(plugin, result)| {
             undo.push(move || {
-                let _ = ipam_plugin.del(req);
+                let _ = plugin.del(req);
             });
-        }
+            result
+        });
         let Links {
             br,
             host_veth,
@@ -246,7 +252,7 @@ impl BridgePlugin {
                 },
                 Interface {
                     name: host_veth.clone(),
-                    mac: Some(hv.mac_string()),
+                    mac: hv.as_ref().map(Link::mac_string),
                     ..Default::default()
                 },
                 Interface {
@@ -389,10 +395,40 @@ impl BridgePlugin {
                 let _ = host.del_link_by_name(&name);
             });
         }
-        let hv = host
-            .link_by_name(&host_veth)
-            .map_err(nl_err)?
-            .ok_or_else(|| Error::internal(format!("veth {host_veth} vanished after creation")))?;
+        // The host end is looked up only when a port option needs its index: its MAC goes
+        // into the result at the end of ADD, read once it is final.
+        let port_options = conf.hairpin_mode || conf.port_isolation || conf.vlan_filtering();
+        let hv = if port_options {
+            let hv = host
+                .link_by_name(&host_veth)
+                .map_err(nl_err)?
+                .ok_or_else(|| {
+                    Error::internal(format!("veth {host_veth} vanished after creation"))
+                })?;
+            self.set_port_options(host, &hv, &host_veth, conf)?;
+            Some(hv)
+        } else {
+            None
+        };
+        let cv = cont.link_by_name(ifname).map_err(nl_err)?.ok_or_else(|| {
+            Error::internal(format!("{ifname} missing in the netns after creation"))
+        })?;
+        Ok(Links {
+            br,
+            host_veth,
+            hv,
+            cv,
+        })
+    }
+
+    /// Bridge-port options of the host veth: hairpin, isolation, VLANs.
+    fn set_port_options(
+        &self,
+        host: &Netlink,
+        hv: &Link,
+        host_veth: &str,
+        conf: &BridgeConf,
+    ) -> Result<()> {
         if conf.hairpin_mode || conf.port_isolation {
             host.set_bridge_port(
                 hv.index,
@@ -415,15 +451,7 @@ impl BridgePlugin {
                 host.bridge_vlan_add(hv.index, *v, false).map_err(nl_err)?;
             }
         }
-        let cv = cont.link_by_name(ifname).map_err(nl_err)?.ok_or_else(|| {
-            Error::internal(format!("{ifname} missing in the netns after creation"))
-        })?;
-        Ok(Links {
-            br,
-            host_veth,
-            hv,
-            cv,
-        })
+        Ok(())
     }
 
     /// Container side of a layer-3 ADD: sysctls, link up, addresses, routes.
@@ -437,7 +465,7 @@ impl BridgePlugin {
     ) -> Result<()> {
         let ifname = cv.name.clone();
         let dad = conf.enable_dad;
-        ns.run(move || {
+        ns.run_here(move || {
             // Best effort, as the reference: the keys may be absent (IPv6 disabled).
             if dad {
                 let _ = sysctl::write(&format!("net/ipv6/conf/{ifname}/enhanced_dad"), "1");
@@ -494,7 +522,8 @@ impl BridgePlugin {
 }
 
 /// Polls the host veth until operationally up (normally at once), as the reference does,
-/// up to ~2.5 s.
+/// up to ~2.5 s. The kernel sets the operstate from a work item shortly after the
+/// container end comes up, so the polls are short: a long sleep would be all of ADD.
 fn wait_oper_up(host: &Netlink, name: &str) -> Result<Option<Link>> {
     let deadline = Instant::now() + Duration::from_millis(2500);
     loop {
@@ -509,7 +538,7 @@ fn wait_oper_up(host: &Netlink, name: &str) -> Result<Option<Link>> {
                 "bridge port {name} did not come up (operstate not UP)"
             )));
         }
-        std::thread::sleep(Duration::from_millis(5));
+        std::thread::sleep(Duration::from_micros(250));
     }
 }
 

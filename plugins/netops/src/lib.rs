@@ -1,8 +1,8 @@
 //! Network plumbing for ferry's plugins: namespaces, links, addresses, routes and sysctls,
 //! all through rtnetlink (never by running `ip`).
 //!
-//! The one rule: only [`Netns::run`] calls setns, on a thread of its own that ends with
-//! the closure. Container-side work goes through a [`Netlink`] socket opened inside the
+//! The one rule: only [`Netns::run`] and [`Netns::run_here`] call setns, for the length of
+//! one closure. Container-side work goes through a [`Netlink`] socket opened inside the
 //! container's namespace ([`Netlink::in_netns`]).
 
 pub mod error;

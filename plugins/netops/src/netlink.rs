@@ -189,10 +189,11 @@ impl Netlink {
         Ok(Self::from_socket(open_route_socket()?))
     }
 
-    /// A socket inside `ns`. Only the socket's creation happens in the namespace (on a
-    /// throw-away thread); all requests are then sent from the caller's thread.
+    /// A socket inside `ns`. Only the socket's creation happens in the namespace (the
+    /// calling thread enters it just for that, see [`Netns::run_here`]); all requests are
+    /// then sent from the caller's thread.
     pub fn in_netns(ns: &Netns) -> Result<Self> {
-        let sock = ns.run(open_route_socket)??;
+        let sock = ns.run_here(open_route_socket)??;
         Ok(Self::from_socket(sock))
     }
 
@@ -450,13 +451,19 @@ impl Netlink {
                 ),
             ));
         }
+        let mut changed = false;
         if promisc && !link.promisc {
             self.set_flags(link.index, LinkFlags::Promisc, true)
                 .map_err(|e| e.context(format!("could not set promiscuous mode on {name:?}")))?;
+            changed = true;
         }
         if !link.up {
             self.set_up(link.index)
                 .map_err(|e| e.context(format!("could not set {name:?} up")))?;
+            changed = true;
+        }
+        if !changed {
+            return Ok(link); // the common case: an existing bridge as it should be
         }
         Ok(self.link_by_name(name)?.unwrap_or(link))
     }

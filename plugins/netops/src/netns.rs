@@ -1,9 +1,12 @@
 //! Network namespaces, entered without process-wide races.
 //!
 //! `setns(2)` changes the namespace of the calling *thread* only. A thread that did it and
-//! then went back to a pool would run later, unrelated work in the container's namespace.
-//! So nothing here ever calls setns on a caller's thread: [`Netns::run`] starts a fresh
-//! thread, enters the namespace there, runs one closure and lets the thread end. The usual
+//! then went on with unrelated work (or went back to a pool) would do that work in the
+//! container's namespace. So a thread is only ever in another namespace for the length of
+//! one closure: [`Netns::run`] starts a fresh thread, enters the namespace there, runs the
+//! closure and lets the thread end; [`Netns::run_here`] enters on the calling thread and
+//! puts it back before returning — also when the closure panics — and aborts the process
+//! if it cannot (the thread must never run another line in the wrong namespace). The usual
 //! closure just opens a netlink socket: a socket stays bound to the namespace it was
 //! created in, so everything after that is driven from the caller's thread through it.
 
@@ -76,6 +79,32 @@ impl Netns {
         self.file.as_raw_fd()
     }
 
+    /// Runs `f` on the calling thread, entered into this namespace, and returns the thread
+    /// to the namespace it was in before. Cheaper than [`Netns::run`] (no thread to start
+    /// and schedule): for short closures that cannot block (socket creation, sysctl writes).
+    /// The thread's namespace is restored by a drop guard, so also when `f` panics; if that
+    /// restore fails the process aborts rather than run on in the wrong namespace.
+    pub fn run_here<F, R>(&self, f: F) -> Result<R>
+    where
+        F: FnOnce() -> R,
+    {
+        let home = File::open("/proc/thread-self/ns/net").map_err(|e| {
+            Error::new(
+                code::NETNS,
+                format!("opening this thread's netns (/proc/thread-self/ns/net): {e}"),
+            )
+        })?;
+        setns(self.file.as_fd(), CloneFlags::CLONE_NEWNET).map_err(|e| {
+            Error::from_errno(
+                code::NETNS,
+                e as i32,
+                format!("entering netns {}", self.path.display()),
+            )
+        })?;
+        let _back = ReturnTo(home);
+        Ok(f())
+    }
+
     /// Runs `f` on a dedicated, short-lived thread that has entered this namespace.
     ///
     /// The thread ends with `f`, so no thread of the process is ever left in the wrong
@@ -100,5 +129,19 @@ impl Netns {
                 .join()
                 .map_err(|_| Error::new(code::INTERNAL, "thread running in netns panicked"))?
         })
+    }
+}
+
+/// Puts the current thread back into the namespace of the file it holds when dropped.
+struct ReturnTo(File);
+
+impl Drop for ReturnTo {
+    fn drop(&mut self) {
+        if let Err(e) = setns(self.0.as_fd(), CloneFlags::CLONE_NEWNET) {
+            // Unreachable in practice (we hold the fd of our own namespace); going on would
+            // run host work inside a container, which is worse than dying.
+            eprintln!("fatal: cannot return to the original network namespace: {e}");
+            std::process::abort();
+        }
     }
 }

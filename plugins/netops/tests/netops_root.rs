@@ -73,6 +73,30 @@ fn run_enters_the_namespace_and_leaves_the_caller_alone() {
 }
 
 #[test]
+fn run_here_enters_on_this_thread_and_comes_back_even_after_a_panic() {
+    let ns = TestNs::new("here");
+    let netns = ns.open();
+    let mine = std::fs::read_link("/proc/thread-self/ns/net").unwrap();
+    let inside = netns
+        .run_here(|| std::fs::read_link("/proc/thread-self/ns/net").unwrap())
+        .unwrap();
+    assert_ne!(inside, mine);
+    assert_eq!(
+        std::fs::read_link("/proc/thread-self/ns/net").unwrap(),
+        mine
+    );
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        netns.run_here(|| panic!("inside the namespace")).unwrap();
+    }));
+    assert!(panicked.is_err());
+    assert_eq!(
+        std::fs::read_link("/proc/thread-self/ns/net").unwrap(),
+        mine,
+        "the thread must be back home after a panic inside run_here"
+    );
+}
+
+#[test]
 fn bridge_and_veth_pair_straight_into_netns() {
     let host = TestNs::new("h");
     let cont = TestNs::new("c");

@@ -34,15 +34,22 @@ pub fn add(att: &FamilyAttachment, shared_known_good: bool) -> Result<()> {
             return Ok(());
         }
     }
-    let f = att.family;
-    let t = NFT_TABLE;
-    let mut prefixes = declared_prefixes(f)?;
+    let mut prefixes = declared_prefixes(att.family)?;
     prefixes.extend(att.nft_hairpin_prefixes());
     prefixes.sort_unstable();
     prefixes.dedup();
+    Nft.apply(&full_batch(att, &prefixes), WHAT_ADD)?;
+    Ok(())
+}
+
+/// The full ADD transaction: table, maps and sets for `prefixes`, base chains rebuilt, the
+/// masquerading chain (with `snat`), then the attachment's elements.
+fn full_batch(att: &FamilyAttachment, prefixes: &[u8]) -> Batch {
+    let f = att.family;
+    let t = NFT_TABLE;
     let mut b = Batch::new();
     b.add_table(f, t, Some(NFT_TABLE_COMMENT));
-    for (name, kind, ty) in nft_declarations(f, &prefixes) {
+    for (name, kind, ty) in nft_declarations(f, prefixes) {
         b.raw(format!(
             "add {kind} {} {t} {name} {{ type {ty} ; }}",
             f.nft()
@@ -67,7 +74,7 @@ pub fn add(att: &FamilyAttachment, shared_known_good: bool) -> Result<()> {
             },
         ),
     ];
-    let rules = nft_base_rules(f, att.conf.conditions(f), att.conf.mark, &prefixes);
+    let rules = nft_base_rules(f, att.conf.conditions(f), att.conf.mark, prefixes);
     for (name, base) in &hooks {
         b.add_chain(f, t, name, Some(base));
         b.flush_chain(f, t, name);
@@ -85,9 +92,8 @@ pub fn add(att: &FamilyAttachment, shared_known_good: bool) -> Result<()> {
         b.flush_chain(f, t, NFT_MASQUERADING);
         b.add_rule(f, t, NFT_MASQUERADING, &masq_rule(att.conf.mark));
     }
-    add_elements(&mut b, f, &elements, &chain);
-    Nft.apply(&b, WHAT_ADD)?;
-    Ok(())
+    add_elements(&mut b, f, &att.nft_elements(), &att.chain());
+    b
 }
 
 fn add_elements(b: &mut Batch, family: Family, elements: &[NftElement], comment: &str) {
@@ -616,6 +622,83 @@ mod tests {
         assert_eq!(
             unrecorded_in(&with_chain, &known),
             ["CNI-DN-old", "CNI-DN-y"]
+        );
+    }
+
+    #[test]
+    fn full_add_transaction_golden() {
+        use crate::config::{validate_entry, PortMapConfig, PortMapEntry};
+        let conf = PortMapConfig {
+            network: "podman".into(),
+            snat: true,
+            masq_all: false,
+            mark: 0x2000,
+            external_set_mark_chain: None,
+            conditions_v4: vec![],
+            conditions_v6: vec![],
+            backend: firewall::BackendKind::Nftables,
+            check_port_conflicts: true,
+            userland_proxy: None,
+            mappings: vec![validate_entry(&PortMapEntry {
+                host_port: 8080,
+                container_port: 80,
+                protocol: "tcp".into(),
+                host_ip: String::new(),
+            })
+            .unwrap()],
+        };
+        let att = FamilyAttachment {
+            conf: &conf,
+            container_id: "c1",
+            family: Family::V4,
+            container: "10.213.32.5/24".parse().unwrap(),
+        };
+        let c = att.chain();
+        let want = format!(
+            r#"add table ip cni_hostport {{ comment "CNI portmap plugin" ; }}
+add map ip cni_hostport ferry_hostip_dnat {{ type ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service ; }}
+add map ip cni_hostport ferry_dnat {{ type inet_proto . inet_service : ipv4_addr . inet_service ; }}
+add map ip cni_hostport ferry_dnat_nonloopback {{ type inet_proto . inet_service : ipv4_addr . inet_service ; }}
+add set ip cni_hostport ferry_hostip_hairpin_24 {{ type ipv4_addr . ipv4_addr . inet_proto . inet_service ; }}
+add set ip cni_hostport ferry_hairpin_24 {{ type ipv4_addr . inet_proto . inet_service ; }}
+add set ip cni_hostport ferry_hostip_hairpin_32 {{ type ipv4_addr . ipv4_addr . inet_proto . inet_service ; }}
+add set ip cni_hostport ferry_hairpin_32 {{ type ipv4_addr . inet_proto . inet_service ; }}
+add chain ip cni_hostport ferry_dnat_prerouting {{ type nat hook prerouting priority dstnat ; }}
+flush chain ip cni_hostport ferry_dnat_prerouting
+add rule ip cni_hostport ferry_dnat_prerouting fib daddr type local ip saddr & 255.255.255.0 . ip daddr . meta l4proto . th dport @ferry_hostip_hairpin_24 meta mark set meta mark | 0x00002000
+add rule ip cni_hostport ferry_dnat_prerouting fib daddr type local ip saddr & 255.255.255.0 . meta l4proto . th dport @ferry_hairpin_24 meta mark set meta mark | 0x00002000
+add rule ip cni_hostport ferry_dnat_prerouting fib daddr type local ip saddr . ip daddr . meta l4proto . th dport @ferry_hostip_hairpin_32 meta mark set meta mark | 0x00002000
+add rule ip cni_hostport ferry_dnat_prerouting fib daddr type local ip saddr . meta l4proto . th dport @ferry_hairpin_32 meta mark set meta mark | 0x00002000
+add rule ip cni_hostport ferry_dnat_prerouting fib daddr type local dnat ip to ip daddr . meta l4proto . th dport map @ferry_hostip_dnat
+add rule ip cni_hostport ferry_dnat_prerouting fib daddr type local dnat ip to meta l4proto . th dport map @ferry_dnat
+add rule ip cni_hostport ferry_dnat_prerouting fib daddr type local ip daddr != 127.0.0.0/8 dnat ip to meta l4proto . th dport map @ferry_dnat_nonloopback
+add chain ip cni_hostport ferry_dnat_output {{ type nat hook output priority -100 ; }}
+flush chain ip cni_hostport ferry_dnat_output
+add rule ip cni_hostport ferry_dnat_output fib daddr type local ip saddr & 255.255.255.0 . ip daddr . meta l4proto . th dport @ferry_hostip_hairpin_24 meta mark set meta mark | 0x00002000
+add rule ip cni_hostport ferry_dnat_output fib daddr type local ip saddr & 255.255.255.0 . meta l4proto . th dport @ferry_hairpin_24 meta mark set meta mark | 0x00002000
+add rule ip cni_hostport ferry_dnat_output fib daddr type local ip saddr . ip daddr . meta l4proto . th dport @ferry_hostip_hairpin_32 meta mark set meta mark | 0x00002000
+add rule ip cni_hostport ferry_dnat_output fib daddr type local ip saddr . meta l4proto . th dport @ferry_hairpin_32 meta mark set meta mark | 0x00002000
+add rule ip cni_hostport ferry_dnat_output fib daddr type local dnat ip to ip daddr . meta l4proto . th dport map @ferry_hostip_dnat
+add rule ip cni_hostport ferry_dnat_output fib daddr type local dnat ip to meta l4proto . th dport map @ferry_dnat
+add rule ip cni_hostport ferry_dnat_output fib daddr type local ip daddr != 127.0.0.0/8 dnat ip to meta l4proto . th dport map @ferry_dnat_nonloopback
+add chain ip cni_hostport ferry_masquerading {{ type nat hook postrouting priority srcnat ; }}
+flush chain ip cni_hostport ferry_masquerading
+add rule ip cni_hostport ferry_masquerading meta mark & 0x00002000 == 0x00002000 masquerade
+add element ip cni_hostport ferry_dnat {{ tcp . 8080 comment "{c}" : 10.213.32.5 . 80 }}
+add element ip cni_hostport ferry_hairpin_24 {{ 10.213.32.0 . tcp . 8080 comment "{c}" }}
+add element ip cni_hostport ferry_hairpin_32 {{ 127.0.0.1 . tcp . 8080 comment "{c}" }}
+"#
+        );
+        assert_eq!(full_batch(&att, &att.nft_hairpin_prefixes()).render(), want);
+        // The fast path is the element lines alone.
+        let mut fast = Batch::new();
+        add_elements(&mut fast, Family::V4, &att.nft_elements(), &c);
+        assert_eq!(
+            fast.render(),
+            want.lines()
+                .skip(29)
+                .map(|l| format!("{l}\n"))
+                .collect::<String>()
         );
     }
 

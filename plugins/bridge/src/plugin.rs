@@ -277,9 +277,11 @@ impl BridgePlugin {
                 .with_details(format!("IPAM type {:?}", conf.ipam_type)));
             }
             let gws = calc_gateways(&mut result, conf);
-            let names = masq_names(&req.conf.name, ifname, &req.env.container_id);
-            if conf.ip_masq {
-                let names = names.clone();
+            // (hashed names: computed only when used)
+            let names = conf
+                .ip_masq
+                .then(|| masq_names(&req.conf.name, ifname, &req.env.container_id));
+            if let Some(names) = names.clone() {
                 undo.push(move || {
                     let _ = masq::teardown(&names);
                 });
@@ -288,8 +290,8 @@ impl BridgePlugin {
             // container and the bridge are configured over netlink.
             let addrs: Vec<IpNet> = result.ips.iter().map(|i| i.address).collect();
             let (netlink_done, masq_done) = std::thread::scope(|s| {
-                let masq = conf.ip_masq.then(|| {
-                    s.spawn(|| masq::setup(masq_backend(conf), &names, &addrs).map_err(fw_err))
+                let masq = names.as_ref().map(|names| {
+                    s.spawn(|| masq::setup(masq_backend(conf), names, &addrs).map_err(fw_err))
                 });
                 let netlink_done = self
                     .configure_container(&ns, &cont, &cv, conf, &result)

@@ -11,6 +11,7 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Mutex;
 
 use ipnet::IpNet;
 use netlink_packet_core::{
@@ -37,7 +38,7 @@ const DUMP_RETRIES: usize = 10;
 /// Receive buffer size. The kernel sizes dump datagrams to fit a page-sized (at most
 /// 32 KiB) skb, and single replies (one link, one route) are far smaller; a datagram
 /// larger than this is reported, never silently cut (MSG_TRUNC).
-const RECV_BUF: usize = 64 << 10;
+const RECV_BUF: usize = 32 << 10;
 
 /// What kind of link this is, as far as we care.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -152,6 +153,9 @@ pub struct VethSpec<'a> {
 pub struct Netlink {
     sock: OwnedFd,
     seq: AtomicU32,
+    /// Receive buffer, allocated and zeroed once per socket (a fresh 64 KiB buffer per
+    /// request cost more than the request itself).
+    buf: Mutex<Vec<u8>>,
 }
 
 /// A netlink route socket in the calling thread's namespace (a netlink socket stays bound
@@ -201,6 +205,7 @@ impl Netlink {
         Netlink {
             sock,
             seq: AtomicU32::new(1),
+            buf: Mutex::new(Vec::new()),
         }
     }
 
@@ -235,7 +240,14 @@ impl Netlink {
                 ));
             }
         }
-        let mut buf = vec![0u8; RECV_BUF];
+        let mut guard = self
+            .buf
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if guard.len() < RECV_BUF {
+            guard.resize(RECV_BUF, 0);
+        }
+        let buf: &mut [u8] = &mut guard;
         loop {
             // SAFETY: buf is a valid, writable buffer of buf.len() bytes.
             let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_TRUNC) };

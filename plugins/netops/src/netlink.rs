@@ -11,7 +11,6 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Mutex;
 
 use ipnet::IpNet;
 use netlink_packet_core::{
@@ -35,10 +34,18 @@ use crate::netns::Netns;
 /// How often a dump interrupted by a concurrent change is retried before giving up.
 const DUMP_RETRIES: usize = 10;
 
-/// Receive buffer size. The kernel sizes dump datagrams to fit a page-sized (at most
-/// 32 KiB) skb, and single replies (one link, one route) are far smaller; a datagram
-/// larger than this is reported, never silently cut (MSG_TRUNC).
-const RECV_BUF: usize = 32 << 10;
+/// Receive buffer size. The kernel sizes dump datagrams by the receive buffers it has seen
+/// on the socket (and the first at about a page), and single replies (one link without VF
+/// data, one address or route) are far smaller; a datagram larger than this is reported,
+/// never silently cut (MSG_TRUNC). Small on purpose: every page of it is a page fault the
+/// first time the kernel writes into it, a real cost for a process that lives 2 ms.
+const RECV_BUF: usize = 8 << 10;
+
+thread_local! {
+    /// The receive buffer of this thread, shared by all its sockets (requests on one thread
+    /// never overlap).
+    static RECV: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
 
 /// What kind of link this is, as far as we care.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -153,9 +160,6 @@ pub struct VethSpec<'a> {
 pub struct Netlink {
     sock: OwnedFd,
     seq: AtomicU32,
-    /// Receive buffer, allocated and zeroed once per socket (a fresh 64 KiB buffer per
-    /// request cost more than the request itself).
-    buf: Mutex<Vec<u8>>,
 }
 
 /// A netlink route socket in the calling thread's namespace (a netlink socket stays bound
@@ -205,7 +209,6 @@ impl Netlink {
         Netlink {
             sock,
             seq: AtomicU32::new(1),
-            buf: Mutex::new(Vec::new()),
         }
     }
 
@@ -240,14 +243,23 @@ impl Netlink {
                 ));
             }
         }
-        let mut guard = self
-            .buf
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if guard.len() < RECV_BUF {
-            guard.resize(RECV_BUF, 0);
-        }
-        let buf: &mut [u8] = &mut guard;
+        RECV.with(|cell| {
+            let mut buf = cell.borrow_mut();
+            if buf.len() < RECV_BUF {
+                buf.resize(RECV_BUF, 0);
+            }
+            Self::read_replies(fd, seq, &mut buf, &mut on_reply)
+        })
+    }
+
+    /// Reads datagrams from `fd` into `buf` and hands every message answering `seq` to
+    /// `on_reply` until it says the exchange is over.
+    fn read_replies(
+        fd: std::os::fd::RawFd,
+        seq: u32,
+        buf: &mut [u8],
+        on_reply: &mut impl FnMut(Reply) -> Result<bool>,
+    ) -> Result<()> {
         loop {
             // SAFETY: buf is a valid, writable buffer of buf.len() bytes.
             let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_TRUNC) };

@@ -107,6 +107,11 @@ const NFTA_GEN_ID: u16 = 1;
 const NFTA_CHAIN_TABLE: u16 = 1;
 const NFTA_CHAIN_NAME: u16 = 3;
 const NFTA_CHAIN_USE: u16 = 6;
+const NFT_MSG_GETSET: u16 = 10;
+const NFT_MSG_NEWSET: u16 = 9;
+const NFTA_SET_TABLE: u16 = 1;
+const NFTA_SET_NAME: u16 = 2;
+const NLM_F_DUMP: u16 = 0x300;
 
 /// `NFPROTO_IPV4` / `NFPROTO_IPV6` for [`nft_chain_use`].
 pub const NFPROTO_IPV4: u8 = 2;
@@ -115,6 +120,10 @@ pub const NFPROTO_IPV6: u8 = 10;
 
 /// An nfnetlink request: header, `nfgenmsg` for `family`, then string attributes.
 fn nfnl_request(kind: u16, family: u8, attrs: &[(u16, &str)]) -> Vec<u8> {
+    nfnl_message(kind, NLM_F_REQUEST, family, attrs)
+}
+
+fn nfnl_message(kind: u16, flags: u16, family: u8, attrs: &[(u16, &str)]) -> Vec<u8> {
     let mut body = vec![family, 0, 0, 0];
     for (t, s) in attrs {
         let len = 4 + s.len() + 1;
@@ -127,7 +136,7 @@ fn nfnl_request(kind: u16, family: u8, attrs: &[(u16, &str)]) -> Vec<u8> {
     let mut msg = Vec::with_capacity(16 + body.len());
     msg.extend_from_slice(&((16 + body.len()) as u32).to_ne_bytes());
     msg.extend_from_slice(&((NFNL_SUBSYS_NFTABLES << 8) | kind).to_ne_bytes());
-    msg.extend_from_slice(&NLM_F_REQUEST.to_ne_bytes());
+    msg.extend_from_slice(&flags.to_ne_bytes());
     msg.extend_from_slice(&[0u8; 8]);
     msg.extend_from_slice(&body);
     msg
@@ -170,6 +179,63 @@ fn nft_get(request: &[u8], reply: u16) -> io::Result<Option<Vec<u8>>> {
         }
     }
     Err(io::Error::other("no reply from nf_tables"))
+}
+
+/// The string attribute `want` of an nfnetlink reply payload (after `nfgenmsg`).
+pub fn nfnl_str_attr(payload: &[u8], want: u16) -> Option<String> {
+    let mut rest = payload.get(4..)?;
+    while rest.len() >= 4 {
+        let len = u16::from_ne_bytes([rest[0], rest[1]]) as usize;
+        let kind = u16::from_ne_bytes([rest[2], rest[3]]) & 0x3fff;
+        if len < 4 || len > rest.len() {
+            return None;
+        }
+        if kind == want {
+            let raw = &rest[4..len];
+            let raw = raw.split(|b| *b == 0).next().unwrap_or(raw);
+            return String::from_utf8(raw.to_vec()).ok();
+        }
+        rest = &rest[align4(len).min(rest.len())..];
+    }
+    None
+}
+
+/// Names of the sets and maps of one nf_tables table, without their elements (a dump of
+/// set declarations only: its cost does not grow with the number of elements). Empty when
+/// the table does not exist.
+pub fn nft_set_names(family: u8, table: &str) -> io::Result<Vec<String>> {
+    let sock = Socket::open(NETLINK_NETFILTER)?;
+    sock.send(&nfnl_message(
+        NFT_MSG_GETSET,
+        NLM_F_REQUEST | NLM_F_DUMP,
+        family,
+        &[(NFTA_SET_TABLE, table)],
+    ))?;
+    let mut names = Vec::new();
+    let mut buf = vec![0u8; 32768];
+    loop {
+        let n = sock.recv(&mut buf)?;
+        if n == 0 {
+            return Ok(names);
+        }
+        for (kind, payload) in messages(&buf[..n]) {
+            match kind {
+                NLMSG_DONE => return Ok(names),
+                NLMSG_ERROR => {
+                    return match nl_error(payload) {
+                        Some(libc::ENOENT) | None => Ok(names),
+                        Some(errno) => Err(io::Error::from_raw_os_error(errno)),
+                    }
+                }
+                k if k == (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWSET => {
+                    if let Some(name) = nfnl_str_attr(payload, NFTA_SET_NAME) {
+                        names.push(name);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
 }
 
 /// The nf_tables generation of the current network namespace: it changes with every
@@ -223,6 +289,7 @@ mod tests {
         p.extend_from_slice(&NFTA_CHAIN_USE.to_ne_bytes());
         p.extend_from_slice(&1002u32.to_be_bytes());
         assert_eq!(nfnl_u32_attr(&p, NFTA_CHAIN_USE), Some(1002));
+        assert_eq!(nfnl_str_attr(&p, NFTA_CHAIN_TABLE).as_deref(), Some("nat"));
         assert_eq!(nfnl_u32_attr(&p, NFTA_CHAIN_NAME), None);
     }
 }

@@ -102,17 +102,21 @@ fn add_elements(b: &mut Batch, family: Family, elements: &[NftElement], comment:
     }
 }
 
-/// Hairpin prefix lengths whose sets exist in the family's table (terse listing: no
-/// elements are read, so this does not grow with the number of mappings).
+/// Hairpin prefix lengths whose sets exist in the family's table (read from the set
+/// declarations only, so this does not grow with the number of mappings).
 fn declared_prefixes(family: Family) -> Result<Vec<u8>> {
-    let Some(doc) = Nft.list_json_terse(
-        &["table", family.nft(), NFT_TABLE],
-        "reading the sets of nftables table cni_hostport",
-    )?
-    else {
-        return Ok(Vec::new());
+    let names = match crate::netlink::nft_set_names(nfproto(family), NFT_TABLE) {
+        Ok(names) => names,
+        // nft's terse listing as a fallback (it still fetches the elements).
+        Err(_) => Nft
+            .list_json_terse(
+                &["table", family.nft(), NFT_TABLE],
+                "reading the sets of nftables table cni_hostport",
+            )?
+            .map(|doc| set_names(&doc))
+            .unwrap_or_default(),
     };
-    Ok(set_names(&doc)
+    Ok(names
         .iter()
         .filter_map(|n| parse_nft_hairpin_set(n))
         .map(|(_, p)| p)

@@ -908,6 +908,58 @@ fn nftables_del_finds_elements_by_comment_when_the_index_is_lost() {
 }
 
 #[test]
+fn nftables_attachments_with_different_prefix_lengths_keep_their_hairpin_rules() {
+    let t = Topo::new("pl");
+    let a = conf(
+        "nftables",
+        json!([tcp(22079, 80)]),
+        &[&format!("{C4}/24")],
+        json!({}),
+    );
+    let b = conf(
+        "nftables",
+        json!([tcp(22080, 80)]),
+        &[&format!("{C4}/16")],
+        json!({}),
+    );
+    let all = conf(
+        "nftables",
+        json!([tcp(22081, 80)]),
+        &[&format!("{C4}/24")],
+        json!({"masqAll": true}),
+    );
+    t.ferry("ADD", "p24", &a).expect("ADD /24");
+    t.ferry("ADD", "p16", &b)
+        .expect("ADD /16 (declares prefix 16)");
+    t.ferry("ADD", "pall", &all)
+        .expect("ADD masqAll (declares prefix 0)");
+    for (id, c) in [("p24", &a), ("p16", &b), ("pall", &all)] {
+        t.ferry("CHECK", id, c)
+            .expect("CHECK after later prefixes were declared");
+    }
+    let chain = t.in_host(&[
+        "nft",
+        "list",
+        "chain",
+        "ip",
+        "cni_hostport",
+        "ferry_dnat_prerouting",
+    ]);
+    for set in [
+        "@ferry_hairpin_0 ",
+        "@ferry_hairpin_16 ",
+        "@ferry_hairpin_24 ",
+        "@ferry_hairpin_32 ",
+    ] {
+        assert!(chain.contains(set), "{set} missing: {chain}");
+    }
+    for (id, c) in [("p24", &a), ("p16", &b), ("pall", &all)] {
+        t.ferry("DEL", id, c).expect("DEL");
+    }
+    assert_eq!(t.leftovers(), Vec::<String>::new());
+}
+
+#[test]
 fn parallel_adds_and_dels_of_different_containers() {
     for backend in ["iptables", "nftables"] {
         let t = Topo::new(&format!("p{}", &backend[..1]));

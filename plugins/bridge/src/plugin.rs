@@ -3,6 +3,7 @@
 //! best-effort and idempotent: each part runs even when an earlier one found nothing.
 
 use std::net::IpAddr;
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use cni::error::{code, Error, Result};
@@ -198,23 +199,24 @@ impl BridgePlugin {
         let mut undo = Undo::new();
         // IPAM runs on its own thread while the links are made: it does not depend on them,
         // so ADD costs max(IPAM, netlink) instead of their sum. Which IPAM (in process or
-        // exec'd) is decided on that thread too, off the critical path.
-        let (links, ipam) = std::thread::scope(|s| {
-            let ipam = conf.is_layer3().then(|| {
-                s.spawn(|| {
-                    let plugin = Ipam::select(&conf.ipam_type, req);
-                    let result = plugin.add(req);
-                    (plugin, result)
-                })
-            });
-            let links = self.add_links(&host, &ns, &cont, ifname, conf, &mut undo);
-            let ipam = ipam.map(|t| {
-                t.join().unwrap_or_else(|_| {
-                    let plugin = Ipam::select(&conf.ipam_type, req);
-                    (plugin, Err(Error::internal("IPAM thread panicked")))
-                })
-            });
-            (links, ipam)
+        // exec'd) is decided on that thread too, off the critical path. The result comes
+        // back over a channel the moment it is ready, rather than when the thread has been
+        // scheduled again to exit (a join); nothing after the send matters, so the thread
+        // is not waited for.
+        let ipam_rx = conf
+            .is_layer3()
+            .then(|| start_ipam_add(req, &conf.ipam_type));
+        let links = self.add_links(&host, &ns, &cont, ifname, conf, &mut undo);
+        // Wait for IPAM before anything else, also before giving up on a failed link
+        // step: the rollback's IPAM DEL must come after the IPAM ADD.
+        let ipam = ipam_rx.map(|rx| {
+            rx.recv().unwrap_or_else(|_| {
+                let plugin = Ipam::select(&conf.ipam_type, req);
+                (
+                    plugin,
+                    Err(Error::internal("IPAM thread ended without a result")),
+                )
+            })
         });
         // A failed IPAM ADD may still have reserved something before failing: DEL it too
         // (the spec asks a main plugin to clean up its delegate either way).
@@ -521,6 +523,30 @@ impl BridgePlugin {
         }
         Ok(())
     }
+}
+
+/// Starts IPAM ADD on a thread of its own; the plugin used and its result arrive on the
+/// returned channel. Runs it right here when no thread can be started.
+fn start_ipam_add(req: &Request, ipam_type: &str) -> mpsc::Receiver<(Ipam, Result<CniResult>)> {
+    let (tx, rx) = mpsc::sync_channel(1);
+    let run = {
+        let (req, ipam_type, tx) = (req.clone(), ipam_type.to_string(), tx.clone());
+        move || {
+            let plugin = Ipam::select(&ipam_type, &req);
+            let result = plugin.add(&req);
+            let _ = tx.send((plugin, result));
+        }
+    };
+    if std::thread::Builder::new()
+        .name("ipam".into())
+        .spawn(run)
+        .is_err()
+    {
+        let plugin = Ipam::select(ipam_type, req);
+        let result = plugin.add(req);
+        let _ = tx.send((plugin, result));
+    }
+    rx
 }
 
 /// Polls the host veth until operationally up (normally at once), as the reference does,

@@ -33,7 +33,8 @@ impl Ipam {
     /// Decides for `ipam_type` and the request's CNI_PATH. Any doubt (lookup fails, paths
     /// cannot be resolved) means exec, which reports lookup errors as it always did.
     pub fn select(ipam_type: &str, req: &Request) -> Ipam {
-        let own_exe = std::fs::canonicalize("/proc/self/exe").ok();
+        // The kernel's link is already the resolved path of the running binary.
+        let own_exe = std::fs::read_link("/proc/self/exe").ok();
         if ipam_type == HOST_LOCAL && is_our_build(ipam_type, &req.env.path, own_exe.as_deref()) {
             Ipam::InProcess
         } else {
@@ -72,7 +73,9 @@ impl Ipam {
 }
 
 /// True when the `plugin` that CNI_PATH resolves to is, after resolving symlinks, a file
-/// in the directory of `own_exe` (this bridge binary, resolved).
+/// in the directory of `own_exe` (this bridge binary). "The same directory" means the same
+/// inode, whatever path leads there; only a symlinked plugin file needs its target
+/// resolved (fewer system calls than resolving every path component).
 fn is_our_build(plugin: &str, cni_path: &[PathBuf], own_exe: Option<&Path>) -> bool {
     let Some(own_dir) = own_exe.and_then(Path::parent) else {
         return false;
@@ -80,9 +83,28 @@ fn is_our_build(plugin: &str, cni_path: &[PathBuf], own_exe: Option<&Path>) -> b
     let Ok(found) = invoke::find_in_path(plugin, cni_path) else {
         return false;
     };
-    match std::fs::canonicalize(found) {
-        Ok(real) => real.parent() == Some(own_dir),
-        Err(_) => false,
+    let real = match std::fs::symlink_metadata(&found) {
+        Ok(m) if !m.file_type().is_symlink() => found,
+        Ok(_) => match std::fs::canonicalize(&found) {
+            Ok(real) => real,
+            Err(_) => return false,
+        },
+        Err(_) => return false,
+    };
+    real.parent().is_some_and(|dir| same_dir(dir, own_dir))
+}
+
+fn same_dir(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    // an empty parent means the current directory
+    let a = if a.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        a
+    };
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+        _ => false,
     }
 }
 
@@ -131,6 +153,19 @@ mod tests {
             "host-local",
             &[other.path().into(), install.path().into()],
             Some(&exe)
+        ));
+        // a symlink beside our binary that points at another host-local: exec
+        let beside = dir_with(&["bridge"]);
+        std::os::unix::fs::symlink(
+            other.path().join("host-local"),
+            beside.path().join("host-local"),
+        )
+        .unwrap();
+        let exe2 = std::fs::canonicalize(beside.path().join("bridge")).unwrap();
+        assert!(!is_our_build(
+            "host-local",
+            &[beside.path().into()],
+            Some(&exe2)
         ));
         // not on CNI_PATH at all: exec (which reports the lookup error)
         assert!(!is_our_build("host-local", &[], Some(&exe)));

@@ -141,6 +141,10 @@ mod tests {
             &[links.path().into()],
             Some(&exe)
         ));
+        // through a symlinked directory on CNI_PATH: the same directory, so ours too
+        let dir_link = links.path().join("bin");
+        std::os::unix::fs::symlink(install.path(), &dir_link).unwrap();
+        assert!(is_our_build("host-local", &[dir_link], Some(&exe)));
     }
 
     #[test]

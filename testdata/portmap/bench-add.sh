@@ -9,7 +9,17 @@ FERRY=${1:-target/release/portmap}
 N=${2:-1000}
 REF=/usr/lib/cni/portmap
 TMP=$(mktemp -d)
-trap 'for ns in $(ip netns list | awk "/^fpm-bench-/{print \$1}"); do ip netns del $ns; done; rm -rf $TMP' EXIT
+cookie() { # ns: its SO_NETNS_COOKIE, which names portmap's index /run/ferry/portmap/ns-<cookie>
+	nsenter --net=/run/netns/"$1" python3 -c "import socket,struct;s=socket.socket(socket.AF_UNIX,socket.SOCK_DGRAM);print(struct.unpack('Q',s.getsockopt(socket.SOL_SOCKET,71,8))[0])"
+}
+cleanup() {
+	for ns in $(ip netns list | awk '/^fpm-bench-/{print $1}'); do
+		c=$(cookie "$ns") && [ -n "$c" ] && rm -rf "/run/ferry/portmap/ns-$c"
+		ip netns del "$ns"
+	done
+	rm -rf "$TMP"
+}
+trap cleanup EXIT
 
 conf() { # backend hostPort
 	printf '{"cniVersion":"1.0.0","name":"benchnet","type":"portmap"%s,"runtimeConfig":{"portMappings":[{"hostPort":%s,"containerPort":80,"protocol":"tcp"}]},"prevResult":{"cniVersion":"1.0.0","interfaces":[{"name":"eth0","sandbox":"/var/run/netns/x"}],"ips":[{"address":"10.213.40.5/24","interface":0}]}}' \

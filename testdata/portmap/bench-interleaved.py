@@ -27,9 +27,13 @@ for be in ["iptables","nftables"]:
         cases.append((f"ferry-{be}-{n}", B, be, n))
 cases.append((f"reference-0", REF, "", 0))
 cases.append((f"reference-{N}", REF, "", N))
+COOKIE="import socket,struct;s=socket.socket(socket.AF_UNIX,socket.SOCK_DGRAM);print(struct.unpack('Q',s.getsockopt(socket.SOL_SOCKET,71,8))[0])"
+indexes=[]  # portmap's index of each namespace (/run/ferry/portmap/ns-<netns cookie>)
 try:
     for name,plugin,be,n in cases:
         ns="fpm-i-"+name; subprocess.run(["ip","netns","add",ns],check=True)
+        cookie=subprocess.run(["nsenter","--net=/run/netns/"+ns,"python3","-c",COOKIE],capture_output=True,text=True).stdout.strip()
+        if cookie: indexes.append("/run/ferry/portmap/ns-"+cookie)
         for i in range(n):
             run(ns, B, "ADD", f"p{i}", conf(be or "iptables", 30000+i))
     res={c[0]:{"add":[],"del":[]} for c in cases}
@@ -48,3 +52,4 @@ try:
         print(f"{name:22s} ADD median {a:6.1f} ms (minus exec {a-b:6.1f})   DEL median {d:6.1f} ms (minus exec {d-b:6.1f})   n={len(res[name]['add'])}")
 finally:
     for name,*_ in cases: subprocess.run(["ip","netns","del","fpm-i-"+name],stderr=subprocess.DEVNULL)
+    for d in indexes: subprocess.run(["rm","-rf",d])

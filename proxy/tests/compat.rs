@@ -268,3 +268,51 @@ fn sigterm_right_after_the_ready_byte_still_exits_zero() {
         assert_eq!(p.wait_code(), Some(0));
     }
 }
+
+/// A parent that starts the proxy with stdin, stdout and stderr closed must not have the
+/// proxy's sockets take those numbers (a diagnostic for stderr would then land in a client's
+/// stream): the proxy puts /dev/null there first, and still reports ready and forwards.
+#[test]
+fn closed_stdio_descriptors_are_filled_with_dev_null_before_any_socket() {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    require_root();
+    let backend = tcp_echo("127.0.0.1:0");
+    let host: SocketAddr = format!("127.0.0.1:{}", PORTS.take()).parse().unwrap();
+    let args = compat_args("tcp", host, backend);
+    let (read_end, write_end) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
+    let write_raw = write_end.as_raw_fd();
+    let mut cmd = std::process::Command::new(proxy_bin());
+    cmd.args(&args);
+    // SAFETY: only async-signal-safe calls (fcntl, dup2, close) between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            let status = libc::fcntl(write_raw, libc::F_DUPFD_CLOEXEC, 100);
+            if status < 0 || libc::dup2(status, 3) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            for fd in 0..=2 {
+                libc::close(fd);
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().unwrap();
+    drop(write_end);
+    let mut p = Spawned {
+        child,
+        status: std::fs::File::from(read_end),
+    };
+    assert_eq!(p.read_status(), b"0\n");
+    for fd in 0..=2 {
+        let target = std::fs::read_link(format!("/proc/{}/fd/{fd}", p.child.id())).unwrap();
+        assert_eq!(
+            target,
+            std::path::Path::new("/dev/null"),
+            "fd {fd} of the proxy should be /dev/null, not a socket"
+        );
+    }
+    assert_eq!(echo_round_trip(host, b"hello").unwrap(), b"hello");
+    p.signal(Signal::SIGTERM);
+    assert_eq!(p.wait_code(), Some(0));
+}

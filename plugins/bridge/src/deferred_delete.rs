@@ -7,35 +7,35 @@
 //! references before it frees the devices and returns: 10–30 ms for a veth, most of what a
 //! DEL used to cost. Nothing a runtime does next depends on that wait.
 //!
-//! So DEL hands the delete of the pair — by its host end, identified by ifindex and checked
-//! by name and kind — to a detached process: `/proc/self/exe` started again with
-//! [`HANDOFF_ENV`] set, in its own session, stdin/stdout/stderr on /dev/null, never waited
-//! for (the runtime's stdout pipe closes as soon as `bridge` exits). DEL itself waits only
-//! until the host end has left the device list, which the kernel does before the slow part
-//! (a few milliseconds), so when DEL returns no dump shows either end, the container's
-//! ifname can be used by the next ADD at once, and the IP is released: to a runtime nothing
-//! differs from a synchronous delete. The detached process sits out the kernel's wait and
-//! exits some 10–30 ms later. If the hand-off cannot be done (spawn fails, the host end is
-//! not where it should be, or it is still listed after [`UNLIST_WAIT`]) DEL deletes the link
-//! itself, as before. A DEL killed after the hand-off leaves nothing: the detached process
-//! does not depend on it.
+//! So DEL hands the delete of the pair — by its container end, identified by ifindex and
+//! checked by name and kind, in the container's namespace — to a detached process:
+//! `/proc/self/exe` started again with [`HANDOFF_ENV`] set, the namespace as its stdin (an
+//! open descriptor: it pins that namespace, whatever happens to the path), stdout/stderr on
+//! /dev/null, in its own session, never waited for (the runtime's stdout pipe closes as
+//! soon as `bridge` exits). DEL itself waits only until the container end has left the
+//! device list, which the kernel does before the slow part (a few milliseconds), so when
+//! DEL returns no dump shows either end, the container's ifname can be used by the next ADD
+//! at once, and the IP is released: to a runtime nothing differs from a synchronous delete.
+//! The detached process sits out the kernel's wait and exits some 10–30 ms later. If the
+//! hand-off cannot be done (spawn fails, the interface is not a veth, or it is still listed
+//! after [`UNLIST_WAIT`]) DEL deletes the link itself, as before. A DEL killed after the
+//! hand-off leaves nothing: the detached process does not depend on it.
 
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use netops::{LinkKind, Netlink};
+use netops::{LinkKind, Netlink, Netns};
 
 /// Environment variable that turns a `bridge` process into the veth deleter:
-/// `<host ifindex>:<host veth name>`. Set only by [`hand_off`]; a `bridge` started with it
-/// does nothing else.
+/// `<ifindex>:<name>` of the link in the network namespace open on its stdin. Set only by
+/// [`hand_off`]; a `bridge` started with it does nothing else.
 pub const HANDOFF_ENV: &str = "FERRY_BRIDGE_DELETE_VETH";
 
-/// How long DEL waits for the host end to leave the device list before it deletes the
-/// link itself (normally a few milliseconds; generous for a loaded host).
+/// How long DEL waits for the link to leave the device list before it deletes it itself (normally a few milliseconds; generous for a loaded host).
 pub const UNLIST_WAIT: Duration = Duration::from_secs(2);
 
-/// The value of [`HANDOFF_ENV`] for host veth `index` named `name`.
+/// The value of [`HANDOFF_ENV`] for veth `index` named `name`.
 fn handoff_value(index: u32, name: &str) -> String {
     format!("{index}:{name}")
 }
@@ -46,9 +46,9 @@ fn parse_handoff(value: &str) -> Option<(u32, &str)> {
     (!name.is_empty() && name.len() <= 15).then_some((index, name))
 }
 
-/// In the deleter process (started by [`hand_off`]): deletes the host veth if it is still
-/// the one named, then exits. Returns (and the process goes on as a plugin) only when
-/// [`HANDOFF_ENV`] is not set.
+/// In the deleter process (started by [`hand_off`]): deletes the veth if it is still the
+/// one named, in the namespace open on stdin, then exits. Returns (and the process goes on
+/// as a plugin) only when [`HANDOFF_ENV`] is not set.
 pub fn serve_if_requested() {
     let Some(value) = std::env::var_os(HANDOFF_ENV) else {
         return;
@@ -58,13 +58,19 @@ pub fn serve_if_requested() {
     // (vfork-like), which costs DEL less than a fork of the whole process.
     // SAFETY: setsid takes no arguments and touches no memory.
     unsafe { libc::setsid() };
+    // Descriptors the runtime let its plugin inherit (anything but stdio) must not stay
+    // open for as long as the kernel makes us wait: close all but our stdin (namespace),
+    // stdout and stderr (/dev/null).
+    // SAFETY: close_range only closes descriptors of this process; none is in use yet.
+    unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
     if let Some((index, name)) = value.to_str().and_then(parse_handoff) {
-        // A link that is gone (the netns went away and took the pair with it) or that is no
-        // longer our veth (the index was reused) is left alone.
-        if let Ok(host) = Netlink::current() {
-            if let Ok(Some(link)) = host.link_by_index(index) {
+        // Anything but a namespace on stdin, a link that is gone, or one that is no longer
+        // our veth (the index was reused): nothing to do.
+        let nl = Netns::open("/proc/self/fd/0").and_then(|ns| Netlink::in_netns(&ns));
+        if let Ok(nl) = nl {
+            if let Ok(Some(link)) = nl.link_by_index(index) {
                 if link.name == name && link.kind == LinkKind::Veth {
-                    let _ = host.del_link(index);
+                    let _ = nl.del_link(index);
                 }
             }
         }
@@ -72,14 +78,14 @@ pub fn serve_if_requested() {
     std::process::exit(0)
 }
 
-/// Starts the detached deleter for host veth `index`/`name`. Ok once it runs; the caller
-/// deletes synchronously when this fails.
-fn hand_off(index: u32, name: &str) -> std::io::Result<()> {
+/// Starts the detached deleter for veth `index`/`name` in `ns`. Ok once it runs; the
+/// caller deletes synchronously when this fails.
+fn hand_off(ns: &Netns, index: u32, name: &str) -> std::io::Result<()> {
     let mut cmd = Command::new("/proc/self/exe");
     cmd.arg0("bridge")
         .env_clear()
         .env(HANDOFF_ENV, handoff_value(index, name))
-        .stdin(Stdio::null())
+        .stdin(Stdio::from(ns.try_clone_fd()?))
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     // The child is not waited for: it outlives us and is reaped by init (or the runtime's
@@ -87,35 +93,27 @@ fn hand_off(index: u32, name: &str) -> std::io::Result<()> {
     cmd.spawn().map(drop)
 }
 
-/// Removes the container interface `ifname` and its host peer (see the module docs).
-/// Ok when there is no such interface.
-pub fn remove_container_link(cont: &Netlink, ifname: &str) -> netops::Result<()> {
+/// Removes the container interface `ifname` of `ns` (reached through `cont`) and with it
+/// its peer (see the module docs). Ok when there is no such interface.
+pub fn remove_container_link(ns: &Netns, cont: &Netlink, ifname: &str) -> netops::Result<()> {
     let Some(link) = cont.link_by_name(ifname)? else {
         return Ok(());
     };
-    if let Some(peer) = link.peer_index {
-        if let Ok(host) = Netlink::current() {
-            // The host end: a veth whose own peer is this link.
-            if let Ok(Some(h)) = host.link_by_index(peer) {
-                if h.kind == LinkKind::Veth
-                    && h.peer_index == Some(link.index)
-                    && hand_off(h.index, &h.name).is_ok()
-                    && wait_unlisted(&host, h.index, &h.name, UNLIST_WAIT)
-                {
-                    return Ok(());
-                }
-            }
-        }
+    if link.kind == LinkKind::Veth
+        && hand_off(ns, link.index, &link.name).is_ok()
+        && wait_unlisted(cont, link.index, &link.name, UNLIST_WAIT)
+    {
+        return Ok(());
     }
     cont.del_link(link.index).map(|_| ())
 }
 
 /// Polls until link `index` named `name` is no longer listed; false on timeout or when
 /// the kernel cannot be asked.
-fn wait_unlisted(host: &Netlink, index: u32, name: &str, limit: Duration) -> bool {
+fn wait_unlisted(nl: &Netlink, index: u32, name: &str, limit: Duration) -> bool {
     let deadline = Instant::now() + limit;
     loop {
-        match host.link_by_index(index) {
+        match nl.link_by_index(index) {
             Ok(None) => return true,
             Ok(Some(l)) if l.name != name => return true, // the index was reused
             Ok(Some(_)) => {}

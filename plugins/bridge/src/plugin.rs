@@ -620,7 +620,7 @@ impl Plugin for BridgePlugin {
                 match Netns::open(path) {
                     Ok(ns) => {
                         if let Err(e) = Netlink::in_netns(&ns)
-                            .and_then(|c| deferred_delete::remove_container_link(&c, ifname))
+                            .and_then(|c| deferred_delete::remove_container_link(&ns, &c, ifname))
                         {
                             errs.push(
                                 nl_err(e)

@@ -148,8 +148,11 @@ fn host_local_in_process_and_executed_give_the_same_result_and_state() {
     assert!(leases(&data.path(), "fbrnet-ipam").is_empty());
 }
 
-/// PIDs of live processes whose environment hands off the delete of host veth `name`.
-fn deleters_of(name: &str) -> Vec<u32> {
+/// PIDs of live veth deleters working in the namespace at `netns` (their environment
+/// names the hand-off, their stdin is that namespace).
+fn deleters_in(netns: &str) -> Vec<u32> {
+    use std::os::unix::fs::MetadataExt;
+    let ns = std::fs::metadata(netns).unwrap();
     let needle = format!("{HANDOFF_ENV}=");
     let mut pids = Vec::new();
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
@@ -159,27 +162,29 @@ fn deleters_of(name: &str) -> Vec<u32> {
         let Ok(env) = std::fs::read(e.path().join("environ")) else {
             continue;
         };
-        let found = env.split(|b| *b == 0).any(|kv| {
-            let kv = String::from_utf8_lossy(kv);
-            kv.starts_with(&needle) && kv.ends_with(&format!(":{name}"))
-        });
-        if found {
+        let handoff = env
+            .split(|b| *b == 0)
+            .any(|kv| kv.starts_with(needle.as_bytes()));
+        // stdin is the namespace: the same inode, whichever path it was opened by
+        let stdin_is_ns = std::fs::metadata(e.path().join("fd/0"))
+            .is_ok_and(|m| m.dev() == ns.dev() && m.ino() == ns.ino());
+        if handoff && stdin_is_ns {
             pids.push(pid);
         }
     }
     pids
 }
 
-fn wait_no_deleters(name: &str) {
+fn wait_no_deleters(netns: &str) {
     let end = Instant::now() + Duration::from_secs(5);
     loop {
-        let left = deleters_of(name);
+        let left = deleters_in(netns);
         if left.is_empty() {
             return;
         }
         assert!(
             Instant::now() < end,
-            "veth deleter for {name} still running after 5 s: pids {left:?}"
+            "veth deleter for {netns} still running after 5 s: pids {left:?}"
         );
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -192,6 +197,7 @@ fn del_returns_with_the_pair_gone_and_the_ifname_free_and_leaves_no_process() {
     let ns_guard = TestNs::new("qd");
     let ns = ns_guard.path();
     let mut ids = vec![];
+    let mut handed_off = 0;
     for round in 0..3 {
         // the same ifname and the same address again at once, in the same netns
         let id = format!("qd{round}");
@@ -211,6 +217,8 @@ fn del_returns_with_the_pair_gone_and_the_ifname_free_and_leaves_no_process() {
         let host_veth = r["interfaces"][1]["name"].as_str().unwrap().to_string();
         assert!(h.link_exists(&host_veth));
         run_in(Some(h.name()), &call("DEL", &id, &ns, &cp.path(), ""), &c).expect_ok();
+        // the kernel's slow part is still going on in a detached deleter (for 10-30 ms)
+        handed_off += usize::from(!deleters_in(&ns).is_empty());
         // checked right after DEL returned, no polling
         assert!(
             !h.link_exists(&host_veth),
@@ -227,9 +235,12 @@ fn del_returns_with_the_pair_gone_and_the_ifname_free_and_leaves_no_process() {
         assert!(leases(&data.path(), "fbrnet-quickdel").is_empty());
         ids.push(host_veth);
     }
-    for v in &ids {
-        wait_no_deleters(v);
-    }
+    assert_eq!(ids.len(), 3);
+    assert!(
+        handed_off > 0,
+        "no DEL handed the veth delete off to a deleter"
+    );
+    wait_no_deleters(&ns);
 }
 
 #[test]
@@ -243,25 +254,31 @@ fn the_deleter_mode_removes_only_the_veth_it_was_given() {
         let v: Value = serde_json::from_str(&h.sh(&["ip", "-j", "link", "show", name])).unwrap();
         v[0]["ifindex"].to_string()
     };
-    let deleter = |value: String| {
-        let out = Command::new("ip")
-            .args(["netns", "exec", h.name()])
-            .arg(ferry_bridge())
+    // The deleter runs in the test's own namespace and works in the one open on its stdin.
+    let deleter_with = |value: String, stdin: std::process::Stdio| {
+        let out = Command::new(ferry_bridge())
             .env_clear()
             .env(HANDOFF_ENV, value)
+            .stdin(stdin)
             .output()
             .unwrap();
         assert!(out.status.success(), "{out:?}");
         assert!(out.stdout.is_empty() && out.stderr.is_empty(), "{out:?}");
     };
+    let host_ns = || std::process::Stdio::from(std::fs::File::open(h.ns.path()).unwrap());
+    let deleter = |value: String| deleter_with(value, host_ns());
     // not a veth: left alone
     deleter(format!("{}:fbrbr0", index_of("fbrbr0")));
     assert!(h.link_exists("fbrbr0"));
     // a veth, but the index names another link: left alone
     deleter(format!("{}:{veth}", index_of(&peer)));
     assert!(h.link_exists(&veth) && h.link_exists(&peer));
-    // junk: nothing happens
+    // junk, or no namespace on stdin: nothing happens
     deleter("garbage".into());
+    deleter_with(
+        format!("{}:{veth}", index_of(&veth)),
+        std::process::Stdio::null(),
+    );
     assert!(h.link_exists(&veth));
     // the veth it was given: gone, with its peer
     deleter(format!("{}:{veth}", index_of(&veth)));

@@ -74,6 +74,12 @@ impl Netns {
         &self.path
     }
 
+    /// A new descriptor for the namespace (close-on-exec), e.g. to hand it to a child
+    /// process, which keeps the namespace pinned however its path changes.
+    pub fn try_clone_fd(&self) -> std::io::Result<std::os::fd::OwnedFd> {
+        self.file.as_fd().try_clone_to_owned()
+    }
+
     /// The raw fd, e.g. for IFLA_NET_NS_FD when creating a link straight into it.
     pub fn fd(&self) -> RawFd {
         self.file.as_raw_fd()

@@ -93,19 +93,54 @@ fn hand_off(ns: &Netns, index: u32, name: &str) -> std::io::Result<()> {
     cmd.spawn().map(drop)
 }
 
-/// Removes the container interface `ifname` of `ns` (reached through `cont`) and with it
-/// its peer (see the module docs). Ok when there is no such interface.
-pub fn remove_container_link(ns: &Netns, cont: &Netlink, ifname: &str) -> netops::Result<()> {
+/// A removal of the container interface that has been started: the deleter runs (or
+/// could not be started); [`Removal::finish`] waits for the result. Lets DEL do its other
+/// work (IPAM) while the deleter starts up.
+pub struct Removal<'a> {
+    cont: &'a Netlink,
+    index: u32,
+    name: String,
+    handed_off: bool,
+}
+
+/// Starts removing the container interface `ifname` of `ns` (reached through `cont`) and
+/// with it its peer (see the module docs). None when there is no such interface.
+pub fn begin_removal<'a>(
+    ns: &Netns,
+    cont: &'a Netlink,
+    ifname: &str,
+) -> netops::Result<Option<Removal<'a>>> {
     let Some(link) = cont.link_by_name(ifname)? else {
-        return Ok(());
+        return Ok(None);
     };
-    if link.kind == LinkKind::Veth
-        && hand_off(ns, link.index, &link.name).is_ok()
-        && wait_unlisted(cont, link.index, &link.name, UNLIST_WAIT)
-    {
-        return Ok(());
+    let handed_off = link.kind == LinkKind::Veth && hand_off(ns, link.index, &link.name).is_ok();
+    Ok(Some(Removal {
+        cont,
+        index: link.index,
+        name: link.name,
+        handed_off,
+    }))
+}
+
+impl Removal<'_> {
+    /// Returns once the interface is no longer listed: the deleter's work, or, when it was
+    /// not started or did not get there in [`UNLIST_WAIT`], a delete done here.
+    pub fn finish(self) -> netops::Result<()> {
+        if self.handed_off && wait_unlisted(self.cont, self.index, &self.name, UNLIST_WAIT) {
+            return Ok(());
+        }
+        self.cont.del_link(self.index).map(|_| ())
     }
-    cont.del_link(link.index).map(|_| ())
+}
+
+/// Removes the container interface `ifname` of `ns` (reached through `cont`) and with it
+/// its peer: [`begin_removal`] then [`Removal::finish`]. Ok when there is no such
+/// interface.
+pub fn remove_container_link(ns: &Netns, cont: &Netlink, ifname: &str) -> netops::Result<()> {
+    match begin_removal(ns, cont, ifname)? {
+        Some(removal) => removal.finish(),
+        None => Ok(()),
+    }
 }
 
 /// Polls until link `index` named `name` is no longer listed; false on timeout or when

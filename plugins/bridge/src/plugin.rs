@@ -197,12 +197,12 @@ impl BridgePlugin {
         }
         let host = Netlink::current().map_err(nl_err)?;
         let mut undo = Undo::new();
-        // IPAM runs on its own thread while the links are made: it does not depend on them,
-        // so ADD costs max(IPAM, netlink) instead of their sum. Which IPAM (in process or
-        // exec'd) is decided on that thread too, off the critical path. The result comes
-        // back over a channel the moment it is ready, rather than when the thread has been
-        // scheduled again to exit (a join); nothing after the send matters, so the thread
-        // is not waited for.
+        // IPAM does not depend on the links: an exec'd plugin runs on its own thread while
+        // they are made (ADD costs max(IPAM, netlink), not their sum), ferry's host-local
+        // right here (see start_ipam_add). An exec'd plugin's result comes back over a
+        // channel the moment it is ready, rather than when its thread has been scheduled
+        // again to exit (a join); nothing after the send matters, so the thread is not
+        // waited for.
         let ipam_rx = conf
             .is_layer3()
             .then(|| start_ipam_add(req, &conf.ipam_type));
@@ -525,14 +525,21 @@ impl BridgePlugin {
     }
 }
 
-/// Starts IPAM ADD on a thread of its own; the plugin used and its result arrive on the
-/// returned channel. Runs it right here when no thread can be started.
+/// Starts IPAM ADD; the plugin used and its result arrive on the returned channel.
+/// ferry's own host-local runs right here: its few hundred microseconds of file work cost
+/// less than starting a thread, which on a small VM waits for another CPU to wake up. An
+/// exec'd plugin (a whole process start) runs on a thread while the links are made.
 fn start_ipam_add(req: &Request, ipam_type: &str) -> mpsc::Receiver<(Ipam, Result<CniResult>)> {
     let (tx, rx) = mpsc::sync_channel(1);
+    let plugin = Ipam::select(ipam_type, req);
+    if plugin == Ipam::InProcess {
+        let result = plugin.add(req);
+        let _ = tx.send((plugin, result));
+        return rx;
+    }
     let run = {
-        let (req, ipam_type, tx) = (req.clone(), ipam_type.to_string(), tx.clone());
+        let (req, plugin, tx) = (req.clone(), plugin.clone(), tx.clone());
         move || {
-            let plugin = Ipam::select(&ipam_type, &req);
             let result = plugin.add(&req);
             let _ = tx.send((plugin, result));
         }
@@ -542,7 +549,6 @@ fn start_ipam_add(req: &Request, ipam_type: &str) -> mpsc::Receiver<(Ipam, Resul
         .spawn(run)
         .is_err()
     {
-        let plugin = Ipam::select(ipam_type, req);
         let result = plugin.add(req);
         let _ = tx.send((plugin, result));
     }
@@ -594,13 +600,40 @@ impl Plugin for BridgePlugin {
     fn del(&self, req: &Request) -> Result<()> {
         let conf = load_lenient(req)?;
         let ifname = req.env.ifname.as_str();
-        // The three parts are independent, and deleting a veth waits in the kernel for an
-        // RCU grace period, so they run side by side: DEL costs the slowest, not the sum.
-        let errs: Vec<Error> = std::thread::scope(|s| {
-            // IPAM always, whatever happens to the links.
-            let ipam = conf
-                .is_layer3()
-                .then(|| s.spawn(|| Ipam::select(&conf.ipam_type, req).del(req)));
+        // IPAM always, whatever happens to the links.
+        let ipam = conf.is_layer3().then(|| Ipam::select(&conf.ipam_type, req));
+        // The container interface (its peer goes with it); the kernel's slow part of the
+        // delete is left to a detached process (see deferred_delete). A netns that no
+        // longer exists means the kernel already removed both ends.
+        let mut errs = Vec::new();
+        let netns = match req.env.netns.as_deref().map(|p| (p, Netns::open(p))) {
+            Some((path, Ok(ns))) => Some((path, ns)),
+            Some((_, Err(e))) if matches!(e.errno, Some(libc::ENOENT) | Some(libc::EINVAL)) => None,
+            Some((_, Err(e))) => {
+                errs.push(nl_err(e));
+                None
+            }
+            None => None,
+        };
+        let cont = match &netns {
+            Some((path, ns)) => match Netlink::in_netns(ns) {
+                Ok(c) => Some((*path, ns, c)),
+                Err(e) => {
+                    errs.push(
+                        nl_err(e).context(format!("removing {ifname} from {}", path.display())),
+                    );
+                    None
+                }
+            },
+            None => None,
+        };
+        // The parts are independent: exec'd helpers (an IPAM plugin, the firewall tools) run
+        // on threads side by side; in-process IPAM runs here while the deleter starts up.
+        let thread_errs: Vec<Error> = std::thread::scope(|s| {
+            let ipam_thread = match &ipam {
+                Some(plugin @ Ipam::Exec(_)) => Some(s.spawn(move || plugin.del(req))),
+                _ => None,
+            };
             // ipMasq by name, so it goes even when the netns (and thus the addresses) are
             // gone — the reference leaks the rules in that case.
             let masq = (conf.is_layer3() && conf.ip_masq).then(|| {
@@ -613,26 +646,22 @@ impl Plugin for BridgePlugin {
                 s.spawn(|| spoofcheck::teardown(&spoofcheck::ref_id(&req.env.container_id, ifname)))
             });
             let mut errs = Vec::new();
-            // The container interface (its host peer goes with it); the kernel's slow
-            // part of the delete is left to a detached process (see deferred_delete). A
-            // netns that no longer exists means the kernel already removed both ends.
-            if let Some(path) = req.env.netns.as_deref() {
-                match Netns::open(path) {
-                    Ok(ns) => {
-                        if let Err(e) = Netlink::in_netns(&ns)
-                            .and_then(|c| deferred_delete::remove_container_link(&ns, &c, ifname))
-                        {
-                            errs.push(
-                                nl_err(e)
-                                    .context(format!("removing {ifname} from {}", path.display())),
-                            );
-                        }
-                    }
-                    Err(e) if matches!(e.errno, Some(libc::ENOENT) | Some(libc::EINVAL)) => {}
-                    Err(e) => errs.push(nl_err(e)),
+            let removal = cont
+                .as_ref()
+                .map(|(path, ns, c)| (path, deferred_delete::begin_removal(ns, c, ifname)));
+            if let Some(plugin @ Ipam::InProcess) = &ipam {
+                if let Err(e) = plugin.del(req) {
+                    errs.push(e);
                 }
             }
-            for t in [ipam, masq, spoof].into_iter().flatten() {
+            if let Some((path, removal)) = removal {
+                if let Err(e) = removal.and_then(|r| r.map_or(Ok(()), |r| r.finish())) {
+                    errs.push(
+                        nl_err(e).context(format!("removing {ifname} from {}", path.display())),
+                    );
+                }
+            }
+            for t in [ipam_thread, masq, spoof].into_iter().flatten() {
                 match t.join() {
                     Ok(Ok(())) => {}
                     Ok(Err(e)) => errs.push(e),
@@ -641,6 +670,7 @@ impl Plugin for BridgePlugin {
             }
             errs
         });
+        errs.extend(thread_errs);
         join_errors(errs)
     }
 

@@ -32,7 +32,8 @@ use netops::{LinkKind, Netlink, Netns};
 /// [`hand_off`]; a `bridge` started with it does nothing else.
 pub const HANDOFF_ENV: &str = "FERRY_BRIDGE_DELETE_VETH";
 
-/// How long DEL waits for the link to leave the device list before it deletes it itself (normally a few milliseconds; generous for a loaded host).
+/// How long DEL waits for the link to leave the device list before it deletes it itself
+/// (normally a few milliseconds; generous for a loaded host).
 pub const UNLIST_WAIT: Duration = Duration::from_secs(2);
 
 /// The value of [`HANDOFF_ENV`] for veth `index` named `name`.
@@ -130,16 +131,6 @@ impl Removal<'_> {
             return Ok(());
         }
         self.cont.del_link(self.index).map(|_| ())
-    }
-}
-
-/// Removes the container interface `ifname` of `ns` (reached through `cont`) and with it
-/// its peer: [`begin_removal`] then [`Removal::finish`]. Ok when there is no such
-/// interface.
-pub fn remove_container_link(ns: &Netns, cont: &Netlink, ifname: &str) -> netops::Result<()> {
-    match begin_removal(ns, cont, ifname)? {
-        Some(removal) => removal.finish(),
-        None => Ok(()),
     }
 }
 

@@ -145,6 +145,18 @@ fn bridge_and_veth_pair_straight_into_netns() {
     assert_eq!(cv.mtu, 1400);
     assert_eq!(cv.mac, mac.to_vec());
     assert_eq!(cv.peer_index, Some(hv.index));
+    // one queue each way on both ends (the kernel's per-CPU default costs an RCU wait)
+    for (ns, dev) in [(&host.name, "fbrveth0"), (&cont.name, "eth0")] {
+        let out = Command::new("ip")
+            .args(["-n", ns, "-d", "link", "show", dev])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains("numtxqueues 1 numrxqueues 1"),
+            "{dev}: {text}"
+        );
+    }
     assert!(
         hnl.link_by_name("eth0").unwrap().is_none(),
         "peer must not appear on the host side"

@@ -119,6 +119,15 @@ impl HoldingBackend {
             }
         }
     }
+    /// One pass as a server does it: a connection whose client finished (EOF, passed on by
+    /// the proxy as a half-close) is closed; the others stay held.
+    fn close_finished_pass(&self) {
+        let mut buf = [0u8; 256];
+        self.held
+            .lock()
+            .unwrap()
+            .retain_mut(|s| !matches!(s.read(&mut buf), Ok(0)));
+    }
 }
 
 #[test]
@@ -412,8 +421,12 @@ fn fd_exhaustion_refuses_the_excess_and_the_daemon_recovers() {
         d.metric("ferry_proxy_errors_total"),
     );
     drop(held);
-    // Recovery: once clients leave, a new connection is forwarded end to end.
+    // Recovery: once clients leave — and the backend, like any server, closes the
+    // connections whose client finished — a new connection is forwarded end to end. (A
+    // backend that never closes keeps its half of each connection, and the proxy its two
+    // sockets: a FIN is a half-close, which the proxy passes on and must not treat as gone.)
     let recovered = wait_until(Duration::from_secs(20), || {
+        backend.close_finished_pass();
         echo_through(
             SocketAddr::from(([127, 0, 0, 1], 27031)),
             b"frl-after-exhaustion",

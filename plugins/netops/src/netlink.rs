@@ -1,4 +1,4 @@
-//! rtnetlink over a plain blocking socket: one socket per namespace, every call sends one
+//! rtnetlink over netlink-sys's blocking socket: one socket per namespace, every call sends one
 //! request and reads the kernel's answer before it returns.
 //!
 //! A plugin makes a few dozen requests and exits, so there is nothing for an async runtime
@@ -9,7 +9,6 @@
 //! dumped, so the dump may be inconsistent). Dumps that report it are retried.
 
 use std::net::{IpAddr, Ipv4Addr};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use ipnet::IpNet;
@@ -30,6 +29,7 @@ use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 
 use crate::error::{code, Error, Result};
 use crate::netns::Netns;
+use netlink_sys::{protocols::NETLINK_ROUTE, Socket};
 
 /// How often a dump interrupted by a concurrent change is retried before giving up.
 const DUMP_RETRIES: usize = 10;
@@ -158,31 +158,22 @@ pub struct VethSpec<'a> {
 
 /// A netlink route socket bound to one namespace, with blocking helpers.
 pub struct Netlink {
-    sock: OwnedFd,
+    sock: Socket,
     seq: AtomicU32,
 }
 
 /// A netlink route socket in the calling thread's namespace (a netlink socket stays bound
-/// to the namespace it was created in, whichever thread uses it later).
-fn open_route_socket() -> Result<OwnedFd> {
-    // SAFETY: plain socket(2); the fd is owned by the OwnedFd below and nowhere else.
-    let fd = unsafe {
-        libc::socket(
-            libc::AF_NETLINK,
-            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-            libc::NETLINK_ROUTE,
-        )
-    };
-    if fd < 0 {
-        let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
-        return Err(Error::from_errno(
+/// to the namespace it was created in, whichever thread uses it later). netlink-sys's
+/// blocking socket: the same socket layer rtnetlink's connection runs on, without the async
+/// runtime that a process living a few milliseconds would have to start first.
+fn open_route_socket() -> Result<Socket> {
+    Socket::new(NETLINK_ROUTE).map_err(|e| {
+        Error::from_errno(
             code::INTERNAL,
-            errno,
+            e.raw_os_error().unwrap_or(0),
             "opening netlink socket",
-        ));
-    }
-    // SAFETY: fd is a fresh, valid descriptor we own.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+        )
+    })
 }
 
 /// One parsed reply of a request or dump, with the header flags that matter.
@@ -205,7 +196,7 @@ impl Netlink {
         Ok(Self::from_socket(sock))
     }
 
-    fn from_socket(sock: OwnedFd) -> Self {
+    fn from_socket(sock: Socket) -> Self {
         Netlink {
             sock,
             seq: AtomicU32::new(1),
@@ -227,14 +218,11 @@ impl Netlink {
         req.finalize();
         let mut out = vec![0u8; req.buffer_len()];
         req.serialize(&mut out);
-        let fd = self.sock.as_raw_fd();
         loop {
-            // SAFETY: out is a valid buffer of out.len() bytes for the duration of the call.
-            let n = unsafe { libc::send(fd, out.as_ptr().cast(), out.len(), 0) };
-            if n >= 0 {
-                break;
-            }
-            let err = std::io::Error::last_os_error();
+            let err = match self.sock.send(&out, 0) {
+                Ok(_) => break,
+                Err(e) => e,
+            };
             if err.kind() != std::io::ErrorKind::Interrupted {
                 return Err(Error::from_errno(
                     code::INTERNAL,
@@ -248,33 +236,31 @@ impl Netlink {
             if buf.len() < RECV_BUF {
                 buf.resize(RECV_BUF, 0);
             }
-            Self::read_replies(fd, seq, &mut buf, &mut on_reply)
+            Self::read_replies(&self.sock, seq, &mut buf, &mut on_reply)
         })
     }
 
-    /// Reads datagrams from `fd` into `buf` and hands every message answering `seq` to
+    /// Reads datagrams from `sock` into `buf` and hands every message answering `seq` to
     /// `on_reply` until it says the exchange is over.
     fn read_replies(
-        fd: std::os::fd::RawFd,
+        sock: &Socket,
         seq: u32,
         buf: &mut [u8],
         on_reply: &mut impl FnMut(Reply) -> Result<bool>,
     ) -> Result<()> {
         loop {
-            // SAFETY: buf is a valid, writable buffer of buf.len() bytes.
-            let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_TRUNC) };
-            if n < 0 {
-                let err = std::io::Error::last_os_error();
-                if err.kind() == std::io::ErrorKind::Interrupted {
-                    continue;
+            // MSG_TRUNC: the datagram's full length comes back even when it did not fit.
+            let n = match sock.recv(&mut &mut buf[..], libc::MSG_TRUNC) {
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    return Err(Error::from_errno(
+                        code::INTERNAL,
+                        e.raw_os_error().unwrap_or(0),
+                        "reading netlink reply",
+                    ))
                 }
-                return Err(Error::from_errno(
-                    code::INTERNAL,
-                    err.raw_os_error().unwrap_or(0),
-                    "reading netlink reply",
-                ));
-            }
-            let n = n as usize;
+            };
             if n > buf.len() {
                 return Err(Error::new(
                     code::INTERNAL,

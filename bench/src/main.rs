@@ -133,6 +133,7 @@ fn main() {
         std::process::exit(2);
     }
     for (i, (name, f)) in selected.iter().enumerate() {
+        sys::settle_deferred_deletes();
         report::progress(&format!("[{}/{}] {name}", i + 1, selected.len()));
         if let Err(e) = f(&ctx, &mut report) {
             report::progress(&format!("{name}: not measured: {e}"));

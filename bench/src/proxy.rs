@@ -278,6 +278,13 @@ fn start_server(ns: RawFd, port: u16, threads: usize, mode: Serve) -> Result<Ser
                 let l = TcpListener::bind(("0.0.0.0", port))
                     .map_err(|e| format!("backend listen on port {port}: {e}"))?;
                 l.set_nonblocking(true).map_err(|e| e.to_string())?;
+                // A deep accept queue: a proxy that forwards 1,000 connects in a burst must
+                // not find the backend's queue (std's default) full — a dropped handshake is
+                // retried only after seconds, which would measure the backend, not the proxy.
+                // SAFETY: listen(2) again on our own listening socket only changes its backlog.
+                unsafe {
+                    libc::listen(l.as_raw_fd(), 4096);
+                }
                 Ok(l)
             });
             match listener {

@@ -234,3 +234,35 @@ pub fn raise_nofile() {
         }
     }
 }
+
+/// Waits (up to 10 s) until no detached bridge veth deleter is running. ferry's bridge DEL
+/// returns before the kernel has finished freeing the veth and leaves that wait to a
+/// detached process; after a figure with many DELs those processes would otherwise still be
+/// busy in the kernel while the next figure is measured, charging ferry's deferred cost to
+/// whatever runs next (ferry or its anchor).
+pub fn settle_deferred_deletes() {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::time::Instant::now() < deadline && deferred_deleters() > 0 {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+/// Processes whose environment names a veth to delete (`FERRY_BRIDGE_DELETE_VETH`).
+fn deferred_deleters() -> usize {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    dir.flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        })
+        .filter(|e| {
+            std::fs::read(e.path().join("environ")).is_ok_and(|env| {
+                env.split(|b| *b == 0)
+                    .any(|kv| kv.starts_with(b"FERRY_BRIDGE_DELETE_VETH="))
+            })
+        })
+        .count()
+}

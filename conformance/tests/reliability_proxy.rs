@@ -450,8 +450,21 @@ fn fd_exhaustion_refuses_the_excess_and_the_daemon_recovers() {
     );
 }
 
-/// Each slow-reader backend tries to push this many 64 KiB chunks (24 MiB).
-const PUSH_CHUNKS: u64 = 384;
+/// Chunks (64 KiB) each slow-reader backend tries to push: more than the kernel alone can
+/// buffer on the path backend → proxy → client (the backend's send buffer, the proxy's
+/// receive buffer from the backend — autotuned up to tcp_rmem's maximum, 32 MiB on some
+/// hosts — the proxy's send buffer and the client's small receive buffer), plus 16 MiB.
+/// Otherwise a proxy that holds back perfectly could still see every byte accepted.
+fn push_chunks() -> u64 {
+    let max_of = |path: &str| -> u64 {
+        std::fs::read_to_string(path)
+            .ok()
+            .and_then(|t| t.split_whitespace().last().and_then(|v| v.parse().ok()))
+            .unwrap_or(8 << 20)
+    };
+    let kernel = 2 * max_of("/proc/sys/net/ipv4/tcp_wmem") + max_of("/proc/sys/net/ipv4/tcp_rmem");
+    (kernel + (16 << 20)) / (64 * 1024)
+}
 
 /// A TCP client with a 16 KiB receive buffer (set before connect, so the window stays small).
 fn connect_small_rcvbuf(to: SocketAddr) -> TcpStream {
@@ -493,7 +506,8 @@ fn connect_small_rcvbuf(to: SocketAddr) -> TcpStream {
 fn slow_readers_cannot_grow_the_daemons_memory() {
     require_root();
     let dir = tempdir("pxslow");
-    // Backend: pushes 8 MiB at every client as fast as it can.
+    // Backend: pushes more than the kernel can buffer at every client, as fast as it can.
+    let chunks = push_chunks();
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let baddr = l.local_addr().unwrap();
     let pushed = Arc::new(AtomicU64::new(0));
@@ -505,7 +519,7 @@ fn slow_readers_cannot_grow_the_daemons_memory() {
                 let pushed = pushed.clone();
                 std::thread::spawn(move || {
                     let chunk = vec![0x5au8; 64 * 1024];
-                    for _ in 0..PUSH_CHUNKS {
+                    for _ in 0..chunks {
                         if s.write_all(&chunk).is_err() {
                             return;
                         }
@@ -520,7 +534,9 @@ fn slow_readers_cannot_grow_the_daemons_memory() {
     add_mapping(&d, "frl-slow", "tcp", 27040, baddr);
     add_mapping(&d, "frl-slow-echo", "tcp", 27041, echo);
     let rss_before = d.rss_kib();
-    let n = 20;
+    // Enough slow readers that a daemon buffering in user space would grow by far more
+    // than the RSS bound below; few enough that the kernel buffers stay modest.
+    let n = 8;
     let mut clients = Vec::new();
     for _ in 0..n {
         // A small receive buffer, and the client reads nothing.
@@ -544,7 +560,7 @@ fn slow_readers_cannot_grow_the_daemons_memory() {
         last = now;
     }
     let rss = d.rss_kib();
-    let would_be = n as u64 * PUSH_CHUNKS * 64;
+    let would_be = n as u64 * chunks * 64;
     let still_serves =
         echo_through(SocketAddr::from(([127, 0, 0, 1], 27041)), b"frl-slow-probe").is_ok();
     eprintln!(

@@ -534,27 +534,45 @@ impl Registry {
     }
 }
 
-/// Listener tasks of removed mappings, aborted but maybe not yet dropped.
-pub struct Closing(Vec<JoinHandle<()>>);
+/// Listener tasks of removed mappings, aborted but maybe not yet dropped, and the mappings'
+/// counters (their open connections close asynchronously once signalled).
+pub struct Closing(Vec<JoinHandle<()>>, Vec<Arc<MappingStats>>);
+
+/// How long a removal waits for the removed mappings' connections to close: an accepted
+/// connection also holds the host port, and the caller (portmap's DEL) promises the port is
+/// free when it returns. Connections close at their next poll, normally within microseconds.
+const CONNECTIONS_CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl Closing {
     fn of(mappings: Vec<ActiveMapping>) -> Closing {
         let mut tasks = Vec::new();
+        let mut stats = Vec::new();
         for mut m in mappings {
             for task in m.listeners.drain(..) {
                 task.abort();
                 tasks.push(task);
             }
+            stats.push(m.stats.clone());
             // Dropping the mapping signals its connections to close.
         }
-        Closing(tasks)
+        Closing(tasks, stats)
     }
 
     /// Waits until every listener socket is closed (an aborted task's future is dropped
-    /// before its JoinHandle resolves), so the ports can be bound again at once.
+    /// before its JoinHandle resolves) and the mappings' TCP connections are gone (bounded
+    /// by [`CONNECTIONS_CLOSE_WAIT`]), so the ports can be bound again at once.
     pub async fn finish(self) {
         for task in self.0 {
             let _ = task.await;
+        }
+        let deadline = tokio::time::Instant::now() + CONNECTIONS_CLOSE_WAIT;
+        while self
+            .1
+            .iter()
+            .any(|s| MappingStats::get(&s.active_connections) > 0)
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
         }
     }
 }

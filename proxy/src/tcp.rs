@@ -162,7 +162,10 @@ fn refuse_pending(listener: &TcpListener) -> u64 {
 /// Forwards one accepted connection until both directions are done or the mapping closes.
 async fn handle(client: TcpStream, peer: SocketAddr, backend: SocketAddr, shared: &TcpShared) {
     let stats = &shared.stats;
+    // Declared before the sockets so it drops after them: "no active connection" then
+    // means both sockets are closed (a removal waits for that before the port is reused).
     let _active = GaugeGuard::new(&stats.active_connections);
+    let client = client;
     MappingStats::add(&stats.total_connections, 1);
     let mut closed = shared.closed.clone();
     let work = async {

@@ -16,6 +16,11 @@ pub const LISTEN_BACKLOG: i32 = 4096;
 /// while old connections sit in TIME_WAIT.
 pub fn tcp_listener(addr: SocketAddr) -> io::Result<TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    listen_stream(socket, addr)
+}
+
+/// Binds and listens on a stream socket (TCP or SCTP) with the listener options above.
+fn listen_stream(socket: Socket, addr: SocketAddr) -> io::Result<TcpListener> {
     if addr.is_ipv6() {
         socket.set_only_v6(true)?;
     }
@@ -54,15 +59,7 @@ pub fn sctp_socket(addr: SocketAddr) -> io::Result<Socket> {
 /// std TcpListener type only carries the descriptor; accept, read, write and shutdown
 /// work on it as on TCP.
 pub fn sctp_listener(addr: SocketAddr) -> io::Result<TcpListener> {
-    let socket = sctp_socket(addr)?;
-    if addr.is_ipv6() {
-        socket.set_only_v6(true)?;
-    }
-    socket.set_reuse_address(true)?;
-    socket.bind(&addr.into())?;
-    socket.listen(LISTEN_BACKLOG)?;
-    socket.set_nonblocking(true)?;
-    Ok(socket.into())
+    listen_stream(sctp_socket(addr)?, addr)
 }
 
 /// Connects an SCTP association to `addr` without blocking the runtime; the stream type is

@@ -315,31 +315,18 @@ pub struct Nft;
 impl Nft {
     /// Runs `nft -j list <what…>`; `None` when the object does not exist.
     pub fn list_json(&self, object: &[&str], what: &str) -> Result<Option<Value>> {
-        let mut args = vec!["-j", "list"];
-        args.extend_from_slice(object);
-        let out = run("nft", &args, None, what)?;
-        if out.status != 0 {
-            if out.stderr.contains("No such file or directory")
-                || out.stderr.contains("does not exist")
-            {
-                return Ok(None);
-            }
-            return Err(Error::tool(what, "nft", &out.stderr, &args.join(" ")));
-        }
-        serde_json::from_str(&out.stdout).map(Some).map_err(|e| {
-            Error::tool(
-                what,
-                "nft",
-                &format!("unreadable JSON from nft -j: {e}"),
-                "",
-            )
-        })
+        self.list(&["-j", "list"], object, what)
     }
 
     /// Runs `nft -t -j list <what…>`: the terse listing leaves out set and map elements,
     /// so its cost does not grow with them. `None` when the object does not exist.
     pub fn list_json_terse(&self, object: &[&str], what: &str) -> Result<Option<Value>> {
-        let mut args = vec!["-t", "-j", "list"];
+        self.list(&["-t", "-j", "list"], object, what)
+    }
+
+    /// `nft <flags…> <object…>` parsed as JSON; `None` when the object does not exist.
+    fn list(&self, flags: &[&str], object: &[&str], what: &str) -> Result<Option<Value>> {
+        let mut args = flags.to_vec();
         args.extend_from_slice(object);
         let out = run("nft", &args, None, what)?;
         if out.status != 0 {

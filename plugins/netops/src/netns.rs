@@ -100,15 +100,20 @@ impl Netns {
                 format!("opening this thread's netns (/proc/thread-self/ns/net): {e}"),
             )
         })?;
+        self.enter()?;
+        let _back = ReturnTo(home);
+        Ok(f())
+    }
+
+    /// Moves the calling thread into this namespace (callers arrange the way back).
+    fn enter(&self) -> Result<()> {
         setns(self.file.as_fd(), CloneFlags::CLONE_NEWNET).map_err(|e| {
             Error::from_errno(
                 code::NETNS,
                 e as i32,
                 format!("entering netns {}", self.path.display()),
             )
-        })?;
-        let _back = ReturnTo(home);
-        Ok(f())
+        })
     }
 
     /// Runs `f` on a dedicated, short-lived thread that has entered this namespace.
@@ -122,13 +127,7 @@ impl Netns {
     {
         std::thread::scope(|scope| {
             let handle = scope.spawn(|| -> Result<R> {
-                setns(self.file.as_fd(), CloneFlags::CLONE_NEWNET).map_err(|e| {
-                    Error::from_errno(
-                        code::NETNS,
-                        e as i32,
-                        format!("entering netns {}", self.path.display()),
-                    )
-                })?;
+                self.enter()?;
                 Ok(f())
             });
             handle

@@ -23,7 +23,7 @@ use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
@@ -221,7 +221,7 @@ impl Forwarder<'_> {
                 self.backend,
                 client,
                 dst,
-                self.listener.clone(),
+                self.listener,
                 stats.clone(),
                 self.clock,
                 &self.shared.opts,
@@ -333,14 +333,14 @@ fn new_flow(
     backend: SocketAddr,
     client: SocketAddr,
     dst: LocalDst,
-    listener: Arc<UdpSocket>,
+    listener: &Arc<UdpSocket>,
     stats: Arc<MappingStats>,
     clock: Instant,
     opts: &UdpOptions,
 ) -> io::Result<Flow> {
     let header = match opts.proxy_protocol {
         Some(_) => {
-            let local = local_address(&listener, dst)?;
+            let local = local_address(listener, dst)?;
             Prefix::new(&proxyproto::dgram_header_v2(client, local))
         }
         None => Prefix::default(),
@@ -359,7 +359,7 @@ fn new_flow(
     MappingStats::add(&stats.udp_flows_total, 1);
     let replies = tokio::spawn(relay_replies(
         socket.clone(),
-        listener,
+        Arc::downgrade(listener),
         client,
         dst,
         last_active.clone(),
@@ -376,9 +376,12 @@ fn new_flow(
     })
 }
 
+/// Relays the backend's replies of one flow to its client through the listener. Holds the
+/// listener weakly: once the mapping's receive loop is gone (removed), its socket closes at
+/// once and the host port is free, even before this aborted task is dropped.
 async fn relay_replies(
     backend: Arc<UdpSocket>,
-    listener: Arc<UdpSocket>,
+    listener: Weak<UdpSocket>,
     client: SocketAddr,
     dst: LocalDst,
     last_active: Arc<AtomicU64>,
@@ -398,6 +401,9 @@ async fn relay_replies(
             match backend.try_io(Interest::READABLE, recv) {
                 Ok(_) => {
                     last_active.store(clock.elapsed().as_millis() as u64, Ordering::Relaxed);
+                    let Some(listener) = listener.upgrade() else {
+                        return;
+                    };
                     let sent = REPLY_BATCH.with(|b| {
                         let batch = b.borrow();
                         dgram::send_batch(

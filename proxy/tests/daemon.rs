@@ -181,6 +181,10 @@ fn port_range_udp_and_delete_by_owner() {
     assert_eq!(c.delete_owner("ctr2").unwrap(), 2);
     assert_eq!(c.list().unwrap(), vec![other]);
     assert!(TcpStream::connect(addr("127.0.0.1", first + 1)).is_err());
+    // The UDP mapping had a live flow (its reply task held on to the listener): the port is
+    // free as soon as the delete has answered.
+    std::net::UdpSocket::bind(addr("127.0.0.1", udp_port))
+        .expect("the UDP host port is free right after the delete");
 }
 
 #[test]

@@ -316,6 +316,40 @@ pub fn not_chained() -> Error {
     )
 }
 
+/// A config for unit tests: network `network`, iptables backend, the reference's defaults
+/// otherwise, and the mappings `(hostPort, containerPort, protocol, hostIP)`.
+#[cfg(test)]
+pub(crate) fn test_config(
+    network: &str,
+    snat: bool,
+    entries: &[(i64, i64, &str, &str)],
+) -> PortMapConfig {
+    PortMapConfig {
+        network: network.into(),
+        snat,
+        masq_all: false,
+        mark: 0x2000,
+        external_set_mark_chain: None,
+        conditions_v4: vec![],
+        conditions_v6: vec![],
+        backend: firewall::BackendKind::Iptables,
+        check_port_conflicts: true,
+        userland_proxy: None,
+        mappings: entries
+            .iter()
+            .map(|(h, c, p, ip)| {
+                validate_entry(&PortMapEntry {
+                    host_port: *h,
+                    container_port: *c,
+                    protocol: p.to_string(),
+                    host_ip: ip.to_string(),
+                })
+                .unwrap()
+            })
+            .collect(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -16,62 +16,25 @@ fn align4(n: usize) -> usize {
     (n + 3) & !3
 }
 
-/// A bound netlink socket, closed on drop.
-pub struct Socket(libc::c_int);
-
-impl Drop for Socket {
-    fn drop(&mut self) {
-        // SAFETY: closing the descriptor this guard owns.
-        unsafe { libc::close(self.0) };
-    }
-}
+/// A bound netlink socket (netlink-sys's blocking socket), closed on drop.
+pub struct Socket(netlink_sys::Socket);
 
 impl Socket {
-    /// Opens and binds a netlink socket of `protocol`.
+    /// Opens a netlink socket of `protocol` and binds it to a kernel-chosen port id.
     pub fn open(protocol: libc::c_int) -> io::Result<Socket> {
-        // SAFETY: plain socket(2)/bind(2) with a zeroed, correctly sized sockaddr_nl.
-        unsafe {
-            let fd = libc::socket(
-                libc::AF_NETLINK,
-                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                protocol,
-            );
-            if fd < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            let s = Socket(fd);
-            let mut addr: libc::sockaddr_nl = std::mem::zeroed();
-            addr.nl_family = libc::AF_NETLINK as libc::sa_family_t;
-            let rc = libc::bind(
-                fd,
-                (&addr as *const libc::sockaddr_nl).cast(),
-                std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
-            );
-            if rc != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(s)
-        }
+        let mut sock = netlink_sys::Socket::new(protocol as isize)?;
+        sock.bind_auto()?;
+        Ok(Socket(sock))
     }
 
     /// Sends one message.
     pub fn send(&self, msg: &[u8]) -> io::Result<()> {
-        // SAFETY: msg is a valid buffer of msg.len() bytes.
-        let n = unsafe { libc::send(self.0, msg.as_ptr().cast(), msg.len(), 0) };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
+        self.0.send(msg, 0).map(drop)
     }
 
     /// Receives one datagram (possibly several messages).
     pub fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
-        // SAFETY: buf is a valid writable buffer of buf.len() bytes.
-        let n = unsafe { libc::recv(self.0, buf.as_mut_ptr().cast(), buf.len(), 0) };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(n as usize)
+        self.0.recv(&mut &mut buf[..], 0)
     }
 }
 
@@ -142,8 +105,8 @@ fn nfnl_message(kind: u16, flags: u16, family: u8, attrs: &[(u16, &str)]) -> Vec
     msg
 }
 
-/// The big-endian u32 attribute `want` of an nfnetlink reply payload (after `nfgenmsg`).
-pub fn nfnl_u32_attr(payload: &[u8], want: u16) -> Option<u32> {
+/// The value of attribute `want` of an nfnetlink reply payload (after `nfgenmsg`).
+fn nfnl_attr(payload: &[u8], want: u16) -> Option<&[u8]> {
     let mut rest = payload.get(4..)?;
     while rest.len() >= 4 {
         let len = u16::from_ne_bytes([rest[0], rest[1]]) as usize;
@@ -151,12 +114,19 @@ pub fn nfnl_u32_attr(payload: &[u8], want: u16) -> Option<u32> {
         if len < 4 || len > rest.len() {
             return None;
         }
-        if kind == want && len >= 8 {
-            return Some(u32::from_be_bytes(rest[4..8].try_into().ok()?));
+        if kind == want {
+            return Some(&rest[4..len]);
         }
         rest = &rest[align4(len).min(rest.len())..];
     }
     None
+}
+
+/// The big-endian u32 attribute `want` of an nfnetlink reply payload (after `nfgenmsg`).
+pub fn nfnl_u32_attr(payload: &[u8], want: u16) -> Option<u32> {
+    Some(u32::from_be_bytes(
+        nfnl_attr(payload, want)?.get(..4)?.try_into().ok()?,
+    ))
 }
 
 /// Sends one nf_tables GET and returns the payload of the reply of type `reply`; `None`
@@ -183,21 +153,9 @@ fn nft_get(request: &[u8], reply: u16) -> io::Result<Option<Vec<u8>>> {
 
 /// The string attribute `want` of an nfnetlink reply payload (after `nfgenmsg`).
 pub fn nfnl_str_attr(payload: &[u8], want: u16) -> Option<String> {
-    let mut rest = payload.get(4..)?;
-    while rest.len() >= 4 {
-        let len = u16::from_ne_bytes([rest[0], rest[1]]) as usize;
-        let kind = u16::from_ne_bytes([rest[2], rest[3]]) & 0x3fff;
-        if len < 4 || len > rest.len() {
-            return None;
-        }
-        if kind == want {
-            let raw = &rest[4..len];
-            let raw = raw.split(|b| *b == 0).next().unwrap_or(raw);
-            return String::from_utf8(raw.to_vec()).ok();
-        }
-        rest = &rest[align4(len).min(rest.len())..];
-    }
-    None
+    let raw = nfnl_attr(payload, want)?;
+    let raw = raw.split(|b| *b == 0).next().unwrap_or(raw);
+    String::from_utf8(raw.to_vec()).ok()
 }
 
 /// Names of the sets and maps of one nf_tables table, without their elements (a dump of

@@ -579,33 +579,9 @@ mod tests {
     use crate::config::validate_entry;
     use crate::config::PortMapEntry;
     use firewall::iptables::rule_args;
-    use firewall::BackendKind;
 
     fn conf(snat: bool, entries: &[(i64, i64, &str, &str)]) -> PortMapConfig {
-        PortMapConfig {
-            network: "podman".into(),
-            snat,
-            masq_all: false,
-            mark: 0x2000,
-            external_set_mark_chain: None,
-            conditions_v4: vec![],
-            conditions_v6: vec![],
-            backend: BackendKind::Iptables,
-            check_port_conflicts: true,
-            userland_proxy: None,
-            mappings: entries
-                .iter()
-                .map(|(h, c, p, ip)| {
-                    validate_entry(&PortMapEntry {
-                        host_port: *h,
-                        container_port: *c,
-                        protocol: p.to_string(),
-                        host_ip: ip.to_string(),
-                    })
-                    .unwrap()
-                })
-                .collect(),
-        }
+        crate::config::test_config("podman", snat, entries)
     }
 
     #[test]

@@ -654,34 +654,9 @@ fn is_executable(path: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{validate_entry, PortMapEntry};
-    use firewall::BackendKind;
 
     fn conf(entries: &[(i64, i64, &str, &str)]) -> PortMapConfig {
-        PortMapConfig {
-            network: "flhnet".into(),
-            snat: true,
-            masq_all: false,
-            mark: 0x2000,
-            external_set_mark_chain: None,
-            conditions_v4: vec![],
-            conditions_v6: vec![],
-            backend: BackendKind::Iptables,
-            check_port_conflicts: true,
-            userland_proxy: None,
-            mappings: entries
-                .iter()
-                .map(|(h, c, p, ip)| {
-                    validate_entry(&PortMapEntry {
-                        host_port: *h,
-                        container_port: *c,
-                        protocol: p.to_string(),
-                        host_ip: ip.to_string(),
-                    })
-                    .unwrap()
-                })
-                .collect(),
-        }
+        crate::config::test_config("flhnet", true, entries)
     }
 
     fn listens(specs: &[MappingSpec]) -> Vec<String> {

@@ -68,7 +68,12 @@ impl PortPool {
 
 /// A TCP echo server on `addr` (port 0 for any); echoes until EOF, then closes.
 pub fn tcp_echo(addr: &str) -> SocketAddr {
-    let listener = TcpListener::bind(addr).unwrap();
+    serve_echo(TcpListener::bind(addr).unwrap())
+}
+
+/// Echoes on every stream `listener` accepts (TCP, or SCTP through the same type) until
+/// EOF, then closes it; returns the listener's address.
+fn serve_echo(listener: TcpListener) -> SocketAddr {
     let local = listener.local_addr().unwrap();
     std::thread::spawn(move || {
         for conn in listener.incoming() {
@@ -384,27 +389,7 @@ pub fn sctp_echo(addr: &str) -> SocketAddr {
     .unwrap();
     socket.bind(&addr.into()).unwrap();
     socket.listen(64).unwrap();
-    let listener: TcpListener = socket.into();
-    let local = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(mut conn) = conn else { continue };
-            std::thread::spawn(move || {
-                let mut buf = vec![0u8; 64 * 1024];
-                loop {
-                    match conn.read(&mut buf) {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => {
-                            if conn.write_all(&buf[..n]).is_err() {
-                                break;
-                            }
-                        }
-                    }
-                }
-            });
-        }
-    });
-    local
+    serve_echo(socket.into())
 }
 
 /// An SCTP client association to `addr` as a std stream.

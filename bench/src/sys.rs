@@ -164,22 +164,150 @@ pub fn enter_thread_netns(fd: RawFd) -> Result<(), String> {
 
 /// A process the bench started; killed (by its PID) and reaped on drop.
 pub struct Proc {
-    /// The child.
-    pub child: Child,
+    handle: ProcHandle,
+}
+
+enum ProcHandle {
+    Child(Child),
+    Spawned(libc::pid_t),
 }
 
 impl Proc {
+    /// Wraps a child started with `std::process::Command`.
+    pub fn from_child(child: Child) -> Proc {
+        Proc {
+            handle: ProcHandle::Child(child),
+        }
+    }
+
     /// PID.
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        match &self.handle {
+            ProcHandle::Child(c) => c.id(),
+            ProcHandle::Spawned(pid) => *pid as u32,
+        }
     }
 }
 
 impl Drop for Proc {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        match &mut self.handle {
+            ProcHandle::Child(c) => {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+            ProcHandle::Spawned(pid) => {
+                // SAFETY: our own child, not yet reaped, so the PID cannot be reused.
+                unsafe {
+                    libc::kill(*pid, libc::SIGKILL);
+                    libc::waitpid(*pid, std::ptr::null_mut(), 0);
+                }
+            }
+        }
     }
+}
+
+/// Starts `prog` inside the namespace `ns` the way dockerd starts docker-proxy: Go's
+/// os/exec clones with CLONE_VM|CLONE_VFORK (no copy of the parent's page tables), puts
+/// the ExtraFiles on fds 3.., and execs. glibc's posix_spawn does the same clone, so this
+/// is posix_spawn from a thread that already entered `ns` (the child inherits the
+/// thread's namespace); stdio on /dev/null, `fd3` (when given) on fd 3.
+///
+/// `then` runs on the same thread right after the spawn, given the instant just before
+/// posix_spawn was called (vfork semantics: posix_spawn returns once the child has
+/// exec'd), so a caller can time the child from its start without the thread's own
+/// start-up in the figure. `fd3` is closed in this process before `then` runs.
+pub fn spawn_like_dockerd<T: Send>(
+    ns: RawFd,
+    prog: &std::path::Path,
+    args: &[&str],
+    fd3: Option<std::os::fd::OwnedFd>,
+    then: impl FnOnce(std::time::Instant) -> T + Send,
+) -> Result<(Proc, T), String> {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let path = CString::new(prog.as_os_str().as_bytes()).map_err(|e| e.to_string())?;
+    let mut owned = vec![path.clone()];
+    for a in args {
+        owned.push(CString::new(*a).map_err(|e| e.to_string())?);
+    }
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| -> Result<(Proc, T), String> {
+                enter_thread_netns(ns)?;
+                let mut argv: Vec<*mut libc::c_char> =
+                    owned.iter().map(|a| a.as_ptr() as *mut _).collect();
+                argv.push(std::ptr::null_mut());
+                let envp: Vec<CString> = std::env::vars_os()
+                    .filter_map(|(k, v)| {
+                        let mut kv = k.as_bytes().to_vec();
+                        kv.push(b'=');
+                        kv.extend_from_slice(v.as_bytes());
+                        CString::new(kv).ok()
+                    })
+                    .collect();
+                let mut envp_ptrs: Vec<*mut libc::c_char> =
+                    envp.iter().map(|e| e.as_ptr() as *mut _).collect();
+                envp_ptrs.push(std::ptr::null_mut());
+                let null = c"/dev/null";
+                // SAFETY: file actions are initialised before use and destroyed after;
+                // every pointer handed to posix_spawn lives until it returns.
+                unsafe {
+                    let mut actions: libc::posix_spawn_file_actions_t = std::mem::zeroed();
+                    libc::posix_spawn_file_actions_init(&mut actions);
+                    libc::posix_spawn_file_actions_addopen(
+                        &mut actions,
+                        0,
+                        null.as_ptr(),
+                        libc::O_RDONLY,
+                        0,
+                    );
+                    libc::posix_spawn_file_actions_addopen(
+                        &mut actions,
+                        1,
+                        null.as_ptr(),
+                        libc::O_WRONLY,
+                        0,
+                    );
+                    libc::posix_spawn_file_actions_addopen(
+                        &mut actions,
+                        2,
+                        null.as_ptr(),
+                        libc::O_WRONLY,
+                        0,
+                    );
+                    if let Some(fd) = &fd3 {
+                        libc::posix_spawn_file_actions_adddup2(&mut actions, fd.as_raw_fd(), 3);
+                    }
+                    let mut pid: libc::pid_t = 0;
+                    let start = std::time::Instant::now();
+                    let rc = libc::posix_spawn(
+                        &mut pid,
+                        path.as_ptr(),
+                        &actions,
+                        std::ptr::null(),
+                        argv.as_ptr(),
+                        envp_ptrs.as_ptr(),
+                    );
+                    libc::posix_spawn_file_actions_destroy(&mut actions);
+                    drop(fd3);
+                    if rc != 0 {
+                        return Err(format!(
+                            "starting {}: {}",
+                            prog.display(),
+                            std::io::Error::from_raw_os_error(rc)
+                        ));
+                    }
+                    let proc_ = Proc {
+                        handle: ProcHandle::Spawned(pid),
+                    };
+                    let out = then(start);
+                    Ok((proc_, out))
+                }
+            })
+            .join()
+            .map_err(|_| "spawning thread panicked".to_string())?
+    })
 }
 
 /// Resident set size of a process in KiB (VmRSS).

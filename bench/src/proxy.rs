@@ -12,7 +12,7 @@ use crate::exec::{enter_netns, stats, stats_ms, Stats};
 use crate::report::{num, progress, Better, Report, Row};
 use crate::sys::{
     check_interrupted, cpu_seconds, enter_thread_netns, pss_kib, rss_kib, run, spawn_like_dockerd,
-    Netns, Proc,
+    CpuTimes, Netns, Proc,
 };
 use crate::Ctx;
 use serde_json::Value;
@@ -432,6 +432,25 @@ pub fn run_ready(ctx: &Ctx, report: &mut Report) -> Result<(), String> {
     Ok(())
 }
 
+/// "machine idle during the runs: …" for a note: median idle and steal share per path
+/// (kernel path, ferry, docker-proxy).
+fn idle_note(idle: &[Vec<(f64, f64)>; 3]) -> String {
+    let part = |i: usize, label: &str| {
+        let (idle, steal): (Vec<f64>, Vec<f64>) = idle[i].iter().copied().unzip();
+        format!(
+            "{label} {}% (steal {}%)",
+            num(stats(idle).median),
+            num(stats(steal).median)
+        )
+    };
+    format!(
+        "CPU idle during the runs (both cores): {}, {}, {}",
+        part(0, "kernel path"),
+        part(1, "ferry"),
+        part(2, "docker-proxy")
+    )
+}
+
 fn rounds(ctx: &Ctx) -> usize {
     (if ctx.quick { 3 } else { 5 }).min(ctx.reps)
 }
@@ -475,6 +494,7 @@ pub fn run_tcp_throughput(ctx: &Ctx, report: &mut Report) -> Result<(), String> 
     let secs = seconds(ctx).to_string();
     let mut gbps: [Vec<f64>; 3] = Default::default();
     let mut cpu_per_gb: [Vec<f64>; 2] = Default::default();
+    let mut idle: [Vec<(f64, f64)>; 3] = Default::default();
     for r in 0..rounds(ctx) {
         check_interrupted()?;
         progress(&format!(
@@ -490,11 +510,13 @@ pub fn run_tcp_throughput(ctx: &Ctx, report: &mut Report) -> Result<(), String> 
             };
             let pid = (p > 0).then(|| proxies[p - 1].pid());
             let cpu0 = pid.and_then(cpu_seconds);
+            let machine0 = CpuTimes::now();
             let v = json_client(
                 topo.host.fd(),
                 "iperf3",
                 &["-c", &addr, "-p", &port.to_string(), "-t", &secs, "-J"],
             )?;
+            idle[p].push(CpuTimes::now().since(&machine0));
             let cpu1 = pid.and_then(cpu_seconds);
             let sum = &v["end"]["sum_received"];
             let bps = sum["bits_per_second"].as_f64().unwrap_or(f64::NAN);
@@ -518,11 +540,12 @@ pub fn run_tcp_throughput(ctx: &Ctx, report: &mut Report) -> Result<(), String> 
     );
     row.limit = Some(s[0]);
     row.note = format!(
-        "ferry {}% / docker-proxy {}% of the kernel path; {} rounds × {} s",
+        "ferry {}% / docker-proxy {}% of the kernel path; {} rounds × {} s; {}",
         num(100.0 * s[1].median / s[0].median),
         num(100.0 * s[2].median / s[0].median),
         rounds(ctx),
-        seconds(ctx)
+        seconds(ctx),
+        idle_note(&idle)
     );
     report.push(row);
     let [cf, cd] = cpu_per_gb;
@@ -538,51 +561,130 @@ pub fn run_tcp_throughput(ctx: &Ctx, report: &mut Report) -> Result<(), String> 
     Ok(())
 }
 
-/// One iperf3 -u run (1400-byte datagrams) at `bitrate` ("0" = as fast as the client can):
-/// datagrams received per second and the loss in percent.
+/// UDP datagrams the namespace's kernel dropped because a socket's receive buffer was full
+/// (`RcvbufErrors` in /proc/net/snmp): in the host namespace that is the proxy's listener,
+/// in the backend namespace the iperf3 server's socket.
+fn udp_rcvbuf_errors(ns: &Netns) -> Result<u64, String> {
+    let text = crate::sys::run_in(ns, "cat", &["/proc/net/snmp"])?;
+    let mut udp = text.lines().filter(|l| l.starts_with("Udp:"));
+    let (names, values) = (udp.next().unwrap_or(""), udp.next().unwrap_or(""));
+    names
+        .split_whitespace()
+        .position(|n| n == "RcvbufErrors")
+        .and_then(|i| values.split_whitespace().nth(i))
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| format!("no Udp RcvbufErrors in {}'s /proc/net/snmp", ns.name))
+}
+
+/// What one iperf3 -u run saw.
+struct UdpRun {
+    /// Datagrams received per second.
+    rate: f64,
+    /// Lost, in percent of sent (iperf3's figure).
+    loss: f64,
+    /// Dropped at the proxy's listener (host namespace), in percent of sent.
+    at_listener: f64,
+    /// Dropped at the backend server's socket, in percent of sent.
+    at_backend: f64,
+    /// Machine idle and steal share during the run.
+    idle: (f64, f64),
+}
+
+/// One iperf3 -u run (1400-byte datagrams) from the host namespace at `bitrate` ("0" = as
+/// fast as the client can); `window` is iperf3's -w (the socket buffers of client and
+/// server), None for the kernel's defaults.
 fn udp_run(
-    ns: RawFd,
-    addr: &str,
-    port: u16,
+    topo: &Topo,
+    (addr, port): (&str, u16),
     bitrate: &str,
     secs: &str,
-) -> Result<(f64, f64), String> {
-    let v = json_client(
-        ns,
-        "iperf3",
-        &[
-            "-c",
-            addr,
-            "-p",
-            &port.to_string(),
-            "-u",
-            "-b",
-            bitrate,
-            "-l",
-            "1400",
-            "-t",
-            secs,
-            "-J",
-        ],
-    )?;
+    window: Option<&str>,
+) -> Result<UdpRun, String> {
+    let port = port.to_string();
+    let mut args = vec![
+        "-c", addr, "-p", &port, "-u", "-b", bitrate, "-l", "1400", "-t", secs, "-J",
+    ];
+    if let Some(w) = window {
+        args.extend(["-w", w]);
+    }
+    let drops0 = (
+        udp_rcvbuf_errors(&topo.host)?,
+        udp_rcvbuf_errors(&topo.backend)?,
+    );
+    let machine0 = CpuTimes::now();
+    let v = json_client(topo.host.fd(), "iperf3", &args)?;
+    let idle = CpuTimes::now().since(&machine0);
+    let drops1 = (
+        udp_rcvbuf_errors(&topo.host)?,
+        udp_rcvbuf_errors(&topo.backend)?,
+    );
     let sum = &v["end"]["sum"];
     let packets = sum["packets"].as_f64().unwrap_or(f64::NAN);
     let lost = sum["lost_packets"].as_f64().unwrap_or(f64::NAN);
     let secs_run = sum["seconds"].as_f64().unwrap_or(f64::NAN);
-    Ok((
-        (packets - lost) / secs_run,
-        sum["lost_percent"].as_f64().unwrap_or(f64::NAN),
-    ))
+    let share = |a: u64, b: u64| 100.0 * b.saturating_sub(a) as f64 / packets;
+    Ok(UdpRun {
+        rate: (packets - lost) / secs_run,
+        loss: sum["lost_percent"].as_f64().unwrap_or(f64::NAN),
+        at_listener: share(drops0.0, drops1.0),
+        at_backend: share(drops0.1, drops1.1),
+        idle,
+    })
 }
 
-/// UDP with iperf3 -u, 1400-byte datagrams, in two steps so the proxies can be told apart:
+/// Medians of a series of runs of one path.
+struct UdpSeries {
+    rate: Stats,
+    loss: Stats,
+    at_listener: Stats,
+    at_backend: Stats,
+    idle: Vec<(f64, f64)>,
+}
+
+impl UdpSeries {
+    fn of(runs: Vec<UdpRun>) -> UdpSeries {
+        let pick = |f: fn(&UdpRun) -> f64| stats(runs.iter().map(f).collect());
+        UdpSeries {
+            rate: pick(|r| r.rate),
+            loss: pick(|r| r.loss),
+            at_listener: pick(|r| r.at_listener),
+            at_backend: pick(|r| r.at_backend),
+            idle: runs.iter().map(|r| r.idle).collect(),
+        }
+    }
+
+    /// Where a path's loss happened, for a note (`proxied`: a proxy's listener was on the
+    /// way).
+    fn drops_note(&self, who: &str, proxied: bool) -> String {
+        let listener = if proxied {
+            format!(
+                ", {}% by the proxy's listener",
+                num(self.at_listener.median)
+            )
+        } else {
+            String::new()
+        };
+        format!(
+            "{who}'s loss {}%: {}% dropped by the backend server's full socket buffer{listener}",
+            num(self.loss.median),
+            num(self.at_backend.median),
+        )
+    }
+}
+
+/// UDP with iperf3 -u, 1400-byte datagrams:
 /// 1. saturation: every path offered as much as the client can send (`-b 0`); received
 ///    datagrams per second and loss of the kernel path, ferry and docker-proxy, interleaved;
 /// 2. the target point: ferry (and the kernel path, for reference) offered 3× the rate
-///    docker-proxy delivered at saturation; ferry's received rate and loss there.
+///    docker-proxy delivered at saturation; ferry's received rate and loss there;
+/// 3. steps 1 and 2 again with 4 MiB socket buffers on client and server (iperf3 -w 4M):
+///    on two cores the backend server shares the CPUs with client and proxy, and with the
+///    default ~208 KiB buffer its socket overflows whenever it waits a few hundred
+///    microseconds for a CPU; this step shows what the proxy itself carries.
 ///
-/// iperf3 also needs its TCP control connection, so each path has a tcp and a udp proxy on
-/// the same port.
+/// Every run also counts where datagrams were dropped (the proxy's listener or the
+/// backend server's socket). iperf3 also needs its TCP control connection, so each path
+/// has a tcp and a udp proxy on the same port.
 pub fn run_udp(ctx: &Ctx, report: &mut Report) -> Result<(), String> {
     need_proxies(ctx)?;
     let topo = Topo::new("u")?;
@@ -609,88 +711,81 @@ pub fn run_udp(ctx: &Ctx, report: &mut Report) -> Result<(), String> {
             proxies.push(p);
         }
     }
-    let target = |p: usize| -> (String, u16) {
+    let target = |p: usize| -> (&'static str, u16) {
         if p == 0 {
-            (BACKEND_IP.to_string(), 28111)
+            (BACKEND_IP, 28111)
         } else {
-            ("127.0.0.1".to_string(), 28210 + p as u16)
+            ("127.0.0.1", 28210 + p as u16)
         }
     };
     let secs = seconds(ctx).to_string();
-    let mut rate: [Vec<f64>; 3] = Default::default();
-    let mut loss: [Vec<f64>; 3] = Default::default();
-    for r in 0..rounds(ctx) {
-        check_interrupted()?;
-        progress(&format!(
-            "proxy UDP saturation: round {}/{}",
-            r + 1,
-            rounds(ctx)
-        ));
-        for p in 0..3 {
-            let (addr, port) = target(p);
-            let (got, lost) = udp_run(topo.host.fd(), &addr, port, "0", &secs)?;
-            rate[p].push(got);
-            loss[p].push(lost);
-            topo.flush_conntrack();
+    // Rounds of interleaved runs over `paths`; one series per path.
+    let series = |what: &str, paths: &[usize], bitrate: &str, window: Option<&str>| {
+        let mut runs: Vec<Vec<UdpRun>> = paths.iter().map(|_| Vec::new()).collect();
+        for r in 0..rounds(ctx) {
+            check_interrupted()?;
+            progress(&format!(
+                "proxy UDP {what}: round {}/{}",
+                r + 1,
+                rounds(ctx)
+            ));
+            for (slot, &p) in paths.iter().enumerate() {
+                runs[slot].push(udp_run(&topo, target(p), bitrate, &secs, window)?);
+                topo.flush_conntrack();
+            }
         }
-    }
-    let sat_rate: Vec<Stats> = rate.into_iter().map(stats).collect();
-    let sat_loss: Vec<Stats> = loss.into_iter().map(stats).collect();
+        Ok::<_, String>(runs.into_iter().map(UdpSeries::of).collect::<Vec<_>>())
+    };
+    let idle_of = |s: &[UdpSeries]| -> [Vec<(f64, f64)>; 3] {
+        [s[0].idle.clone(), s[1].idle.clone(), s[2].idle.clone()]
+    };
+
+    // Step 1: saturation.
+    let sat = series("saturation", &[0, 1, 2], "0", None)?;
     let mut row = Row::pair(
         SECTION,
         "UDP at saturation: datagrams received per second (iperf3 -u -b 0 -l 1400)",
         "dgram/s",
         Better::Higher,
-        sat_rate[1],
-        ("docker-proxy", sat_rate[2]),
+        sat[1].rate,
+        ("docker-proxy", sat[2].rate),
         "≥ 3× docker-proxy",
     );
-    row.limit = Some(sat_rate[0]);
+    row.limit = Some(sat[0].rate);
     row.note = format!(
         "client sends as fast as it can; loss at that point: ferry {}%, docker-proxy {}%, \
-         kernel path {}%; {} rounds × {} s",
-        num(sat_loss[1].median),
-        num(sat_loss[2].median),
-        num(sat_loss[0].median),
+         kernel path {}%; {}; {} rounds × {} s; {}",
+        num(sat[1].loss.median),
+        num(sat[2].loss.median),
+        num(sat[0].loss.median),
+        sat[1].drops_note("ferry", true),
         rounds(ctx),
-        seconds(ctx)
+        seconds(ctx),
+        idle_note(&idle_of(&sat))
     );
     report.push(row);
 
-    // Step 2: 3× what docker-proxy delivered, offered to ferry and to the kernel path.
-    let offered = 3.0 * sat_rate[2].median;
+    // Step 2: 3× what docker-proxy delivered, offered to the kernel path and ferry.
+    let docker_rate = sat[2].rate.median;
+    let offered = 3.0 * docker_rate;
     if !offered.is_finite() || offered <= 0.0 {
         return Err("docker-proxy delivered no UDP datagrams at saturation".into());
     }
     let bitrate = format!("{}", (offered * 1400.0 * 8.0).round() as u64);
-    let mut at_rate: [Vec<f64>; 2] = Default::default();
-    let mut at_loss: [Vec<f64>; 2] = Default::default();
-    for r in 0..rounds(ctx) {
-        check_interrupted()?;
-        progress(&format!(
-            "proxy UDP at 3× docker-proxy ({} dgram/s): round {}/{}",
-            num(offered),
-            r + 1,
-            rounds(ctx)
-        ));
-        for (slot, p) in [(0, 0), (1, 1)] {
-            let (addr, port) = target(p);
-            let (got, lost) = udp_run(topo.host.fd(), &addr, port, &bitrate, &secs)?;
-            at_rate[slot].push(got);
-            at_loss[slot].push(lost);
-            topo.flush_conntrack();
-        }
-    }
-    let [k_rate, f_rate] = at_rate.map(stats);
-    let [k_loss, f_loss] = at_loss.map(stats);
-    let single = |label: &str, unit: &'static str, better, f: Stats, k: Stats, target: &str| {
+    let at3 = series(
+        &format!("at 3× docker-proxy ({} dgram/s)", num(offered)),
+        &[0, 1],
+        &bitrate,
+        None,
+    )?;
+    let single = |label: String, unit: &'static str, better, f: Stats, k: Stats, target: &str| {
         let mut row = Row::pair(
             SECTION,
-            label.to_string(),
+            label,
             unit,
             better,
             f,
-            ("docker-proxy", sat_rate[2]),
+            ("docker-proxy", sat[2].rate),
             target,
         );
         row.anchor = None;
@@ -698,32 +793,82 @@ pub fn run_udp(ctx: &Ctx, report: &mut Report) -> Result<(), String> {
         row
     };
     let mut row = single(
-        &format!(
+        format!(
             "UDP offered 3× docker-proxy's saturated rate ({} dgram/s): received",
             num(offered)
         ),
         "dgram/s",
         Better::Higher,
-        f_rate,
-        k_rate,
+        at3[1].rate,
+        at3[0].rate,
         "≈ offered",
     );
     row.note = format!(
         "docker-proxy's saturated rate from step 1: {} dgram/s",
-        num(sat_rate[2].median)
+        num(docker_rate)
     );
     report.push(row);
-    report.push(single(
-        &format!(
+    let mut row = single(
+        format!(
             "UDP offered 3× docker-proxy's saturated rate ({} dgram/s): loss",
             num(offered)
         ),
         "%",
         Better::Lower,
-        f_loss,
-        k_loss,
+        at3[1].loss,
+        at3[0].loss,
         "ferry < 5%",
-    ));
+    );
+    row.note = format!(
+        "{}; {}",
+        at3[1].drops_note("ferry", true),
+        at3[0].drops_note("kernel path", false)
+    );
+    report.push(row);
+
+    // Step 3: the same with 4 MiB socket buffers (what the proxy carries when the backend
+    // server does not overflow while it waits for a CPU).
+    let wide = series("saturation, 4 MiB buffers", &[0, 1, 2], "0", Some("4M"))?;
+    let mut row = Row::pair(
+        SECTION,
+        "UDP at saturation, 4 MiB socket buffers (iperf3 -w 4M): datagrams received per second",
+        "dgram/s",
+        Better::Higher,
+        wide[1].rate,
+        ("docker-proxy", wide[2].rate),
+        "≥ 3× docker-proxy",
+    );
+    row.limit = Some(wide[0].rate);
+    row.note = format!(
+        "{}; docker-proxy's loss {}%; {}",
+        wide[1].drops_note("ferry", true),
+        num(wide[2].loss.median),
+        idle_note(&idle_of(&wide))
+    );
+    report.push(row);
+    let at3w = series(
+        "at 3× docker-proxy, 4 MiB buffers",
+        &[0, 1],
+        &bitrate,
+        Some("4M"),
+    )?;
+    let mut row = single(
+        format!(
+            "UDP offered 3× docker-proxy's saturated rate ({} dgram/s), 4 MiB socket buffers: loss",
+            num(offered)
+        ),
+        "%",
+        Better::Lower,
+        at3w[1].loss,
+        at3w[0].loss,
+        "ferry < 5%",
+    );
+    row.note = format!(
+        "{}; received {} dgram/s",
+        at3w[1].drops_note("ferry", true),
+        num(at3w[1].rate.median)
+    );
+    report.push(row);
     Ok(())
 }
 
@@ -735,6 +880,7 @@ pub fn run_cps(ctx: &Ctx, report: &mut Report) -> Result<(), String> {
     let secs = seconds(ctx) as f64;
     let mut rate: [Vec<f64>; 3] = Default::default();
     let mut cpu: [Vec<f64>; 2] = Default::default();
+    let mut idle: [Vec<(f64, f64)>; 3] = Default::default();
     for r in 0..rounds(ctx) {
         check_interrupted()?;
         progress(&format!(
@@ -755,7 +901,9 @@ pub fn run_cps(ctx: &Ctx, report: &mut Report) -> Result<(), String> {
                 (Some(pr), SocketAddr::from(([127, 0, 0, 1], host_port)))
             };
             let cpu0 = proxy.as_ref().and_then(|p| cpu_seconds(p.pid()));
+            let machine0 = CpuTimes::now();
             let v = connection_rate(topo.host.fd(), addr, secs)?;
+            idle[p].push(CpuTimes::now().since(&machine0));
             let cpu1 = proxy.as_ref().and_then(|p| cpu_seconds(p.pid()));
             rate[p].push(v);
             if let (Some(a), Some(b)) = (cpu0, cpu1) {
@@ -777,9 +925,10 @@ pub fn run_cps(ctx: &Ctx, report: &mut Report) -> Result<(), String> {
     );
     row.limit = Some(s[0]);
     row.note = format!(
-        "client and proxies share the 2 CPUs; {} rounds × {} s",
+        "client, proxy and server share the CPUs; {} rounds × {} s; {}",
         rounds(ctx),
-        seconds(ctx)
+        seconds(ctx),
+        idle_note(&idle)
     );
     report.push(row);
     let [cf, cd] = cpu;

@@ -347,6 +347,51 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
     Some(ticks as f64 / hz)
 }
 
+/// The machine's CPU time counters (/proc/stat, all CPUs), to tell whether a run had CPU
+/// left over: a proxy figure on a machine with no idle time is bound by the CPUs that
+/// client, proxy and server share, not by the proxy's waiting.
+#[derive(Clone, Copy)]
+pub struct CpuTimes {
+    idle: u64,
+    steal: u64,
+    total: u64,
+}
+
+impl CpuTimes {
+    /// The counters now (zeros if /proc/stat cannot be read).
+    pub fn now() -> CpuTimes {
+        let text = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+        let f: Vec<u64> = text
+            .lines()
+            .find(|l| l.starts_with("cpu "))
+            .map(|l| {
+                l.split_whitespace()
+                    .skip(1)
+                    .filter_map(|v| v.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let at = |i: usize| f.get(i).copied().unwrap_or(0);
+        CpuTimes {
+            // idle + iowait
+            idle: at(3) + at(4),
+            steal: at(7),
+            // user..steal (guest time is already inside user)
+            total: (0..8).map(at).sum(),
+        }
+    }
+
+    /// Since `earlier`: the share of CPU time that was idle, and the share the hypervisor
+    /// took (steal), each in percent.
+    pub fn since(&self, earlier: &CpuTimes) -> (f64, f64) {
+        let total = self.total.saturating_sub(earlier.total).max(1) as f64;
+        (
+            100.0 * self.idle.saturating_sub(earlier.idle) as f64 / total,
+            100.0 * self.steal.saturating_sub(earlier.steal) as f64 / total,
+        )
+    }
+}
+
 /// Raise our soft fd limit to the hard one (the idle-connection and 1,000-mapping figures
 /// hold thousands of sockets; children inherit it).
 pub fn raise_nofile() {

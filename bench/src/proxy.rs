@@ -740,18 +740,27 @@ pub fn run_udp(ctx: &Ctx, report: &mut Report) -> Result<(), String> {
         [s[0].idle.clone(), s[1].idle.clone(), s[2].idle.clone()]
     };
 
+    // A saturation row: ferry beside docker-proxy, the kernel path as the limit.
+    let saturation_row = |label: &str, s: &[UdpSeries]| {
+        let mut row = Row::pair(
+            SECTION,
+            label,
+            "dgram/s",
+            Better::Higher,
+            s[1].rate,
+            ("docker-proxy", s[2].rate),
+            "≥ 3× docker-proxy",
+        );
+        row.limit = Some(s[0].rate);
+        row
+    };
+
     // Step 1: saturation.
     let sat = series("saturation", &[0, 1, 2], "0", None)?;
-    let mut row = Row::pair(
-        SECTION,
+    let mut row = saturation_row(
         "UDP at saturation: datagrams received per second (iperf3 -u -b 0 -l 1400)",
-        "dgram/s",
-        Better::Higher,
-        sat[1].rate,
-        ("docker-proxy", sat[2].rate),
-        "≥ 3× docker-proxy",
+        &sat,
     );
-    row.limit = Some(sat[0].rate);
     row.note = format!(
         "client sends as fast as it can; loss at that point: ferry {}%, docker-proxy {}%, \
          kernel path {}%; {}; {} rounds × {} s; {}",
@@ -808,17 +817,21 @@ pub fn run_udp(ctx: &Ctx, report: &mut Report) -> Result<(), String> {
         num(docker_rate)
     );
     report.push(row);
-    let mut row = single(
-        format!(
-            "UDP offered 3× docker-proxy's saturated rate ({} dgram/s): loss",
-            num(offered)
-        ),
-        "%",
-        Better::Lower,
-        at3[1].loss,
-        at3[0].loss,
-        "ferry < 5%",
-    );
+    // A loss row at the target point; `buffers` says which socket buffers were used.
+    let loss_row = |buffers: &str, s: &[UdpSeries]| {
+        single(
+            format!(
+                "UDP offered 3× docker-proxy's saturated rate ({} dgram/s){buffers}: loss",
+                num(offered)
+            ),
+            "%",
+            Better::Lower,
+            s[1].loss,
+            s[0].loss,
+            "ferry < 5%",
+        )
+    };
+    let mut row = loss_row("", &at3);
     row.note = format!(
         "{}; {}",
         at3[1].drops_note("ferry", true),
@@ -829,16 +842,10 @@ pub fn run_udp(ctx: &Ctx, report: &mut Report) -> Result<(), String> {
     // Step 3: the same with 4 MiB socket buffers (what the proxy carries when the backend
     // server does not overflow while it waits for a CPU).
     let wide = series("saturation, 4 MiB buffers", &[0, 1, 2], "0", Some("4M"))?;
-    let mut row = Row::pair(
-        SECTION,
+    let mut row = saturation_row(
         "UDP at saturation, 4 MiB socket buffers (iperf3 -w 4M): datagrams received per second",
-        "dgram/s",
-        Better::Higher,
-        wide[1].rate,
-        ("docker-proxy", wide[2].rate),
-        "≥ 3× docker-proxy",
+        &wide,
     );
-    row.limit = Some(wide[0].rate);
     row.note = format!(
         "{}; docker-proxy's loss {}%; {}",
         wide[1].drops_note("ferry", true),
@@ -852,17 +859,7 @@ pub fn run_udp(ctx: &Ctx, report: &mut Report) -> Result<(), String> {
         &bitrate,
         Some("4M"),
     )?;
-    let mut row = single(
-        format!(
-            "UDP offered 3× docker-proxy's saturated rate ({} dgram/s), 4 MiB socket buffers: loss",
-            num(offered)
-        ),
-        "%",
-        Better::Lower,
-        at3w[1].loss,
-        at3w[0].loss,
-        "ferry < 5%",
-    );
+    let mut row = loss_row(", 4 MiB socket buffers", &at3w);
     row.note = format!(
         "{}; received {} dgram/s",
         at3w[1].drops_note("ferry", true),
@@ -872,8 +869,8 @@ pub fn run_udp(ctx: &Ctx, report: &mut Report) -> Result<(), String> {
     Ok(())
 }
 
-/// Short TCP connections per second: HTTP/1.0 request, tiny answer, close, from 8 client
-/// threads; every path and round has its own backend and proxy port.
+/// Short TCP connections per second: wrk's requests with `Connection: close`, a tiny answer
+/// and a close each; every path and round has its own backend and proxy port.
 pub fn run_cps(ctx: &Ctx, report: &mut Report) -> Result<(), String> {
     need_proxies(ctx)?;
     let topo = Topo::new("c")?;

@@ -90,7 +90,7 @@ impl RecvBatch {
                 fd,
                 self.hdrs.as_mut_ptr(),
                 BATCH as libc::c_uint,
-                libc::MSG_DONTWAIT,
+                libc::MSG_DONTWAIT as _,
                 std::ptr::null_mut(),
             )
         };
@@ -290,7 +290,7 @@ fn send_iovs(
                 h.msg_namelen = *len;
             }
             h.msg_iov = &mut iovs[start * per];
-            h.msg_iovlen = (ends[r] - start) * per;
+            h.msg_iovlen = ((ends[r] - start) * per) as _;
             let segment = (ends[r] - start > 1).then_some(lens[start] as u16);
             write_control(h, &mut controls[r], src, segment);
             start = ends[r];
@@ -303,7 +303,7 @@ fn send_iovs(
                 fd,
                 hdrs.as_mut_ptr().add(r),
                 (runs - r) as libc::c_uint,
-                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+                (libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) as _,
             );
             if n > 0 {
                 let n = n as usize;

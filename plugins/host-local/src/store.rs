@@ -39,11 +39,10 @@ use crate::config::check_network_name;
 use crate::range::{canonical, RangeSet};
 use cni::{code, Attachment, Error, Result};
 use nix::errno::Errno;
-use nix::fcntl::{
-    openat, readlinkat, renameat, renameat2, AtFlags, Flock, FlockArg, OFlag, RenameFlags, AT_FDCWD,
-};
+use nix::fcntl::{openat, readlinkat, renameat, AtFlags, Flock, FlockArg, OFlag, AT_FDCWD};
 use nix::sys::stat::{fstat, mkdirat, Mode, SFlag};
 use nix::unistd::{linkat, symlinkat, unlinkat, UnlinkatFlags};
+use nix::NixPath;
 use sha2::{Digest, Sha256};
 use std::collections::HashSet;
 use std::io::{Read, Write};
@@ -521,7 +520,7 @@ impl DiskStore {
             return Err(fail(Errno::EIO));
         }
         nix::unistd::ftruncate(&spare, contents.len() as i64).map_err(fail)?;
-        match renameat2(hints, name, dir, name, RenameFlags::RENAME_EXCHANGE) {
+        match rename_exchange(hints, name, dir, name) {
             Ok(()) => Ok(()),
             // First update: nothing to swap with, so the spare simply becomes the file.
             Err(Errno::ENOENT) => renameat(hints, name, dir, name).map_err(fail),
@@ -982,6 +981,35 @@ impl AsFd for DiskStore {
     fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
         self.dir.as_fd()
     }
+}
+
+/// renameat2(RENAME_EXCHANGE): swaps two names atomically. A raw system call, because the C
+/// libraries differ in whether they wrap it (glibc does, musl does not).
+fn rename_exchange<P1: ?Sized + NixPath, P2: ?Sized + NixPath>(
+    from_dir: &impl AsFd,
+    from: &P1,
+    to_dir: &impl AsFd,
+    to: &P2,
+) -> nix::Result<()> {
+    /// `RENAME_EXCHANGE` (linux/fs.h).
+    const RENAME_EXCHANGE: libc::c_uint = 1 << 1;
+    let rc = from.with_nix_path(|from| {
+        to.with_nix_path(|to| {
+            // SAFETY: both paths are NUL-terminated and live across the call; the fds are
+            // borrowed from live owners.
+            unsafe {
+                libc::syscall(
+                    libc::SYS_renameat2,
+                    from_dir.as_fd().as_raw_fd(),
+                    from.as_ptr(),
+                    to_dir.as_fd().as_raw_fd(),
+                    to.as_ptr(),
+                    RENAME_EXCHANGE,
+                )
+            }
+        })
+    })??;
+    Errno::result(rc).map(drop)
 }
 
 #[cfg(test)]

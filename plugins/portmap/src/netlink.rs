@@ -36,6 +36,32 @@ impl Socket {
     pub fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
         self.0.recv(&mut &mut buf[..], 0)
     }
+
+    /// Reads the replies of a dump request already sent, handing each message (type,
+    /// payload) to `each`, until NLMSG_DONE, an acknowledgement or the end of the stream.
+    /// An NLMSG_ERROR with an errno ends it with that error. `buf_len` is the receive
+    /// buffer: a dump datagram larger than it is cut.
+    pub fn read_dump(&self, buf_len: usize, mut each: impl FnMut(u16, &[u8])) -> io::Result<()> {
+        let mut buf = vec![0u8; buf_len];
+        loop {
+            let n = self.recv(&mut buf)?;
+            if n == 0 {
+                return Ok(());
+            }
+            for (kind, payload) in messages(&buf[..n]) {
+                match kind {
+                    NLMSG_DONE => return Ok(()),
+                    NLMSG_ERROR => {
+                        return match nl_error(payload) {
+                            None => Ok(()),
+                            Some(errno) => Err(io::Error::from_raw_os_error(errno)),
+                        }
+                    }
+                    _ => each(kind, payload),
+                }
+            }
+        }
+    }
 }
 
 /// Netlink messages in a received buffer: (type, flags-free payload).
@@ -170,29 +196,15 @@ pub fn nft_set_names(family: u8, table: &str) -> io::Result<Vec<String>> {
         &[(NFTA_SET_TABLE, table)],
     ))?;
     let mut names = Vec::new();
-    let mut buf = vec![0u8; 32768];
-    loop {
-        let n = sock.recv(&mut buf)?;
-        if n == 0 {
-            return Ok(names);
+    let read = sock.read_dump(32768, |kind, payload| {
+        if kind == (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWSET {
+            names.extend(nfnl_str_attr(payload, NFTA_SET_NAME));
         }
-        for (kind, payload) in messages(&buf[..n]) {
-            match kind {
-                NLMSG_DONE => return Ok(names),
-                NLMSG_ERROR => {
-                    return match nl_error(payload) {
-                        Some(libc::ENOENT) | None => Ok(names),
-                        Some(errno) => Err(io::Error::from_raw_os_error(errno)),
-                    }
-                }
-                k if k == (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWSET => {
-                    if let Some(name) = nfnl_str_attr(payload, NFTA_SET_NAME) {
-                        names.push(name);
-                    }
-                }
-                _ => {}
-            }
-        }
+    });
+    match read {
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(names),
+        Err(e) => Err(e),
+        Ok(()) => Ok(names),
     }
 }
 

@@ -160,7 +160,7 @@ const INET_DIAG_MSG_LEN: usize = 72;
 
 /// Listening TCP sockets of `family` (AF_INET / AF_INET6) from inet_diag.
 pub fn tcp_listeners(family: u8) -> std::io::Result<Vec<BoundSocket>> {
-    use crate::netlink::{messages, nl_error, Socket, NETLINK_SOCK_DIAG, NLMSG_DONE, NLMSG_ERROR};
+    use crate::netlink::{Socket, NETLINK_SOCK_DIAG};
     let sock = Socket::open(NETLINK_SOCK_DIAG)?;
     // nlmsghdr + inet_diag_req_v2 (family, protocol, ext, pad, states, 48-byte sockid)
     let mut req = Vec::with_capacity(16 + 56);
@@ -174,24 +174,10 @@ pub fn tcp_listeners(family: u8) -> std::io::Result<Vec<BoundSocket>> {
     req.extend_from_slice(&[0u8; 48]);
     sock.send(&req)?;
     let mut out = Vec::new();
-    let mut buf = vec![0u8; 1 << 16];
-    loop {
-        let n = sock.recv(&mut buf)?;
-        if n == 0 {
-            return Ok(out);
-        }
-        for (kind, payload) in messages(&buf[..n]) {
-            match kind {
-                NLMSG_DONE => return Ok(out),
-                NLMSG_ERROR => {
-                    if let Some(errno) = nl_error(payload) {
-                        return Err(std::io::Error::from_raw_os_error(errno));
-                    }
-                }
-                _ => out.extend(parse_inet_diag_msg(payload)),
-            }
-        }
-    }
+    sock.read_dump(1 << 16, |_, payload| {
+        out.extend(parse_inet_diag_msg(payload))
+    })?;
+    Ok(out)
 }
 
 /// Reads address, port and inode from one `inet_diag_msg`.
